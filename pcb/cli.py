@@ -1,0 +1,246 @@
+"""`python -m pcb <stage>`: the command line every image runs; thin over the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .constants import DEFAULT_BATCH_SIZES
+from .errors import PcbError
+from .layout import RunLayout
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """'1,4,8' -> [1, 4, 8]; each a positive integer."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            size = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"batch size {part!r} is not an integer: give positive integers such as 1,4,8"
+            ) from None
+        if size <= 0:
+            raise argparse.ArgumentTypeError(
+                f"batch size {size} is not positive: give positive integers such as 1,4,8"
+            )
+        sizes.append(size)
+    if not sizes:
+        raise argparse.ArgumentTypeError("no batch size given: use for example 1,4,8")
+    return sizes
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _add_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--run", type=Path, required=True, help="run folder, e.g. results/demo (created)"
+    )
+
+
+def _add_dataset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        required=True,
+        help="Market-1501 root: the Market-1501-v15.09.15 folder or a folder holding it",
+    )
+
+
+def _add_backend(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend", default="onnxruntime", choices=["onnxruntime"], help="inference backend"
+    )
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_demo_data(args: argparse.Namespace) -> None:
+    from .demo import write_demo
+
+    paths = write_demo(args.out, seed=args.seed, identities=args.identities)
+    print(f"demo dataset:    {paths.dataset_root}")
+    print(f"demo checkpoint: {paths.checkpoint}")
+    print("(synthetic images and untrained weights: numbers from them are not comparable)")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_onnx
+
+    layout = RunLayout(args.run)
+    export_onnx(
+        args.checkpoint,
+        layout,
+        static_batch_sizes=args.static_batch_sizes or [],
+        opset=args.opset,
+    )
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    from .preprocess import preprocess_dataset
+
+    counts = preprocess_dataset(
+        args.dataset, RunLayout(args.run), workers=args.workers, quiet=args.quiet
+    )
+    for split, count in counts.items():
+        print(f"{split}: {count} images preprocessed")
+
+
+def cmd_infer(args: argparse.Namespace) -> None:
+    from .infer import run_inference
+
+    run_inference(
+        RunLayout(args.run),
+        backend=args.backend,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        quiet=args.quiet,
+    )
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_run
+
+    evaluate_run(args.dataset, RunLayout(args.run), backend=args.backend, dumps=args.dumps)
+
+
+def cmd_perf(args: argparse.Namespace) -> None:
+    from .infer import run_perf
+
+    run_perf(
+        RunLayout(args.run),
+        backend=args.backend,
+        batch_sizes=args.batch_sizes,
+        warmup=args.warmup,
+        iterations=args.iterations,
+        threads=args.threads,
+        quiet=args.quiet,
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    write_report(RunLayout(args.run))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pcb", description="PCB re-ID: export, preprocess, infer, evaluate, perf, report."
+    )
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    demo = stages.add_parser(
+        "demo-data", help="write a synthetic Market-1501-style dataset and an untrained checkpoint"
+    )
+    demo.add_argument("--out", type=Path, required=True, help="folder to write, e.g. data/demo")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--identities", type=positive_int, default=24, help="identities to draw")
+    demo.set_defaults(func=cmd_demo_data)
+
+    export = stages.add_parser("export", help="checkpoint -> <run>/model/pcb.onnx (opset 11)")
+    export.add_argument("--checkpoint", type=Path, required=True, help="PCB_3_7.pt or similar")
+    _add_run(export)
+    export.add_argument(
+        "--static-batch-sizes",
+        type=parse_batch_sizes,
+        default=None,
+        help="also write one static model per batch size, e.g. 1,16",
+    )
+    export.add_argument("--opset", type=positive_int, default=11)
+    export.set_defaults(func=cmd_export)
+
+    preprocess = stages.add_parser("preprocess", help="query + gallery JPEGs -> <stem>.bin")
+    _add_dataset(preprocess)
+    _add_run(preprocess)
+    preprocess.add_argument(
+        "--workers", type=non_negative_int, default=0, help="processes (0 = all cores)"
+    )
+    _add_quiet(preprocess)
+    preprocess.set_defaults(func=cmd_preprocess)
+
+    infer = stages.add_parser("infer", help="bins -> per-image feature dumps <stem>_0.bin")
+    _add_run(infer)
+    _add_backend(infer)
+    infer.add_argument("--batch-size", type=positive_int, default=16)
+    infer.add_argument(
+        "--threads", type=non_negative_int, default=0, help="intra-op threads (0 = all cores)"
+    )
+    _add_quiet(infer)
+    infer.set_defaults(func=cmd_infer)
+
+    evaluate = stages.add_parser("evaluate", help="dumps -> CMC top-1/5/10 and mAP")
+    _add_dataset(evaluate)
+    _add_run(evaluate)
+    _add_backend(evaluate)
+    evaluate.add_argument(
+        "--dumps",
+        type=Path,
+        default=None,
+        help="folder holding query/ and gallery/ dumps (default: <run>/dumps/<backend>)",
+    )
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    perf = stages.add_parser("perf", help="throughput per batch size")
+    _add_run(perf)
+    _add_backend(perf)
+    perf.add_argument(
+        "--batch-sizes",
+        type=parse_batch_sizes,
+        default=list(DEFAULT_BATCH_SIZES),
+        help="comma-separated, default 1,4,8,16,32,64",
+    )
+    perf.add_argument("--warmup", type=non_negative_int, default=1, help="untimed batches")
+    perf.add_argument("--iterations", type=positive_int, default=5, help="timed batches")
+    perf.add_argument("--threads", type=non_negative_int, default=0)
+    _add_quiet(perf)
+    perf.set_defaults(func=cmd_perf)
+
+    report = stages.add_parser("report", help="<run>/report.json, report.md and a terminal table")
+    _add_run(report)
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except PcbError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
