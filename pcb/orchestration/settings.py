@@ -1,0 +1,97 @@
+"""Pipeline settings: invoke.yaml's `pcb` section, validated, with task options on top."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..constants import DEFAULT_BATCH_SIZES
+from ..errors import PcbError
+
+DEMO_DIR = Path("data/demo")
+DEMO_DATASET = DEMO_DIR / "Market-1501-v15.09.15"
+DEMO_CHECKPOINT = DEMO_DIR / "PCB_demo.pt"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    dataset: Path = Path("data/Market-1501-v15.09.15")
+    checkpoint: Path = Path("data/PCB_3_7.pt")
+    results_dir: Path = Path("results")
+    run: str = "market"
+    demo: bool = False
+    demo_seed: int = 0
+    demo_identities: int = 24
+    backend: str = "onnxruntime"
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    static_batch_sizes: tuple[int, ...] = ()
+    infer_batch_size: int = 16
+    threads: int = 0
+    workers: int = 0
+    perf_warmup: int = 1
+    perf_iterations: int = 5
+    executor: str = "local"
+    quiet: bool = False
+
+    @property
+    def run_dir(self) -> Path:
+        return self.results_dir / self.run
+
+    def for_demo(self) -> Settings:
+        """Point data at the generated demo set; its run folder is results/demo."""
+        return replace(
+            self, demo=True, dataset=DEMO_DATASET, checkpoint=DEMO_CHECKPOINT, run="demo"
+        )
+
+
+_PATHS = {"data_dir", "dataset", "checkpoint", "results_dir"}
+_INT_TUPLES = {"batch_sizes", "static_batch_sizes"}
+_POSITIVE = {"infer_batch_size", "perf_iterations", "demo_identities"}
+_NON_NEGATIVE = {"threads", "workers", "perf_warmup"}
+EXECUTORS = ("local", "docker")
+
+
+def _as_int(key: str, value: Any, minimum: int) -> int:
+    # Task options arrive as strings; invoke.yaml values as YAML scalars.
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: expected an integer >= {minimum}")
+    return value
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key in _PATHS:
+        return Path(value)
+    if key in _INT_TUPLES:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        items = tuple(_as_int(key, v, 1) for v in value)
+        if key == "batch_sizes" and not items:
+            raise PcbError("invoke.yaml: pcb.batch_sizes is empty: list at least one, e.g. [1, 16]")
+        return items
+    if key in _POSITIVE:
+        return _as_int(key, value, 1)
+    if key in _NON_NEGATIVE:
+        return _as_int(key, value, 0)
+    if key == "executor" and value not in EXECUTORS:
+        raise PcbError(f"invoke.yaml: pcb.executor = {value!r}: expected one of {EXECUTORS}")
+    return value
+
+
+def settings_from_config(config: Mapping[str, Any], **overrides: Any) -> Settings:
+    """Build Settings from invoke.yaml's `pcb` mapping plus task options (None = not given)."""
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise PcbError(
+            f"invoke.yaml: unknown key(s) under pcb: {', '.join(unknown)}; "
+            f"known keys: {', '.join(sorted(known))}"
+        )
+    values = {key: _coerce(key, value) for key, value in config.items()}
+    values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
+    settings = Settings(**values)
+    return settings.for_demo() if settings.demo else settings
