@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pcb.errors import PcbError
+from pcb.orchestration.pipeline import STAGES, full_pipeline, stage_call
+from pcb.orchestration.settings import DEMO_CHECKPOINT, DEMO_DATASET, settings_from_config
+
+
+def test_defaults_and_overrides():
+    settings = settings_from_config({"run": "market", "threads": 2}, threads="4", run=None)
+    assert settings.threads == 4
+    assert settings.run_dir == Path("results/market")
+    assert settings.batch_sizes == (1, 4, 8, 16, 32, 64)
+
+
+def test_batch_sizes_from_option_string():
+    assert settings_from_config({}, batch_sizes="1,16").batch_sizes == (1, 16)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"batch_sizes": "0,4"}, r"batch_sizes = 0: expected an integer >= 1"),
+        ({"batch_sizes": "a"}, r"batch_sizes = 'a'"),
+        ({"infer_batch_size": "-2"}, r"infer_batch_size = -2"),
+        ({"perf_iterations": 1.5}, r"perf_iterations = 1.5"),
+        ({"executor": "k8s"}, r"executor = 'k8s': expected one of"),
+    ],
+)
+def test_bad_values_are_refused(overrides, message):
+    with pytest.raises(PcbError, match=message):
+        settings_from_config({}, **overrides)
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(PcbError, match=r"unknown key\(s\) under pcb: batch_size; known keys"):
+        settings_from_config({"batch_size": 8})
+
+
+def test_demo_points_at_generated_data():
+    settings = settings_from_config({"run": "market"}, demo=True)
+    assert settings.dataset == DEMO_DATASET
+    assert settings.checkpoint == DEMO_CHECKPOINT
+    assert settings.run == "demo"
+
+
+def test_full_pipeline_order():
+    assert [c.stage for c in full_pipeline(settings_from_config({}))] == list(STAGES[1:])
+    demo = full_pipeline(settings_from_config({}, demo=True))
+    assert [c.stage for c in demo] == list(STAGES)
+    assert demo[0].writes_data
+    assert not any(call.writes_data for call in demo[1:])
+
+
+def test_stage_arguments():
+    settings = settings_from_config(
+        {}, batch_sizes="1,8", perf_iterations=3, static_batch_sizes="1,16", quiet=True
+    )
+    perf = stage_call("perf", settings)
+    assert perf.image == "runtime"
+    assert perf.argv() == [
+        "perf", "--run", "results/market", "--backend", "onnxruntime", "--batch-sizes", "1,8",
+        "--warmup", "1", "--iterations", "3", "--threads", "0", "--quiet",
+    ]
+    export = stage_call("export", settings)
+    assert export.image == "export"
+    assert export.args[:2] == ("--checkpoint", Path("data/PCB_3_7.pt"))
+    assert export.argv()[-2:] == ["--static-batch-sizes", "1,16"]
+
+
+def test_every_stage_call_parses_with_the_cli():
+    from pcb.cli import build_parser
+
+    settings = settings_from_config({}, demo=True, static_batch_sizes="4")
+    for call in full_pipeline(settings):
+        args = build_parser().parse_args(call.argv())
+        assert args.stage == call.stage
