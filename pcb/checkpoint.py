@@ -10,7 +10,6 @@ crafted file cannot run a command.
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import pickle
 import sys
@@ -29,7 +28,7 @@ from torch import nn
 
 from .constants import PCB_3_7_MD5, PCB_3_7_NAME
 from .errors import PcbError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, file_md5
 from .model import PCB, Bottleneck, ResNet50Trunk, init_upstream
 
 EXPECTED = (
@@ -104,14 +103,6 @@ def _restricted_load(file: Any, **kwargs: Any) -> Any:
 restricted_pickle = types.SimpleNamespace(
     __name__="pcb_restricted_pickle", Unpickler=_RestrictedUnpickler, load=_restricted_load
 )
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,40 @@
+"""Backends by name: a string -> class factory whose imports happen only when asked for.
+
+Lazy imports keep `python -m pcb report` (or an Ascend image without onnxruntime) from
+paying for, or failing on, runtimes it never uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import PcbError
+from .base import Backend
+
+# name -> (module, class); add ais_bench / tensorrt here when they exist.
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "onnxruntime": ("pcb.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
+}
+
+KNOWN_BACKENDS: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def create_backend(name: str) -> Backend:
+    """A fresh, not yet loaded backend called `name`."""
+    try:
+        module_name, class_name = _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(KNOWN_BACKENDS)
+        raise PcbError(f"unknown backend {name!r}: use one of {known}") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise PcbError(
+            f"backend {name!r} cannot be imported ({error}): install its runtime, "
+            f"e.g. `pip install {name}`, or run the stage in the runtime image"
+        ) from error
+    backend_class = getattr(module, class_name)
+    return backend_class()
+
+
+__all__ = ["KNOWN_BACKENDS", "Backend", "create_backend"]

@@ -1,0 +1,320 @@
+"""In-process inference: preprocessed bins -> per-image feature dumps, and throughput per batch."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tabulate import tabulate
+from tqdm import tqdm
+
+from .backends import Backend, create_backend
+from .backends.base import resolve_threads
+from .constants import (
+    DEFAULT_BATCH_SIZES,
+    FEATURE_BYTES,
+    INPUT_BYTES,
+    INPUT_SHAPE,
+    SPLITS,
+)
+from .errors import PcbError
+from .fileio import atomic_write_bytes, atomic_write_json, file_md5, read_json
+from .layout import RunLayout
+from .perf import LatencyStats, PerfRecord, images_per_second, write_perf_records
+
+PERF_SEED = 0
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def read_stems(info_path: Path) -> list[str]:
+    """Stems listed in a `.info` file, in file order.
+
+    Lines are `<index> <relative-bin-path> <w> <h>`; only the stem matters here, since the
+    bin itself always lives at layout.bins_dir(split)/<stem>.bin.
+    """
+    info_path = Path(info_path)
+    if not info_path.is_file():
+        raise PcbError(f"image list not found: {info_path}; run `pcb preprocess` first")
+    stems = []
+    for number, line in enumerate(info_path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) < 4:
+            raise PcbError(
+                f"{info_path}:{number}: expected `<index> <bin-path> <w> <h>`, got {line!r}; "
+                "re-run `pcb preprocess`"
+            )
+        # The path sits between the index and the two sizes; join in case it held spaces.
+        stems.append(Path(" ".join(parts[1:-2])).stem)
+    return stems
+
+
+def require_model(layout: RunLayout) -> Path:
+    if not layout.onnx_path.is_file():
+        raise PcbError(f"ONNX model not found: {layout.onnx_path}; run `pcb export` first")
+    return layout.onnx_path
+
+
+def load_bin(path: Path) -> np.ndarray:
+    """One preprocessed image, 3 x 384 x 128 float32; any other size is a broken file."""
+    if not path.is_file():
+        raise PcbError(f"preprocessed image not found: {path}; re-run `pcb preprocess`")
+    size = path.stat().st_size
+    if size != INPUT_BYTES:
+        raise PcbError(
+            f"{path} holds {size} bytes, expected {INPUT_BYTES} (3 x 384 x 128 float32); "
+            "re-run `pcb preprocess`"
+        )
+    return np.fromfile(path, dtype=np.float32).reshape(INPUT_SHAPE)
+
+
+# ---------------------------------------------------------------- dumps
+
+
+def dump_path(layout: RunLayout, backend: str, split: str, stem: str) -> Path:
+    # `_0` = output index 0, the name ais_bench gives, so evaluate reads every backend alike.
+    return layout.dumps_dir(backend, split) / f"{stem}_0.bin"
+
+
+def infer_record_path(layout: RunLayout, backend: str, split: str) -> Path:
+    return layout.dumps_dir(backend, split).parent / f"{split}.json"
+
+
+def _dump_complete(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size == FEATURE_BYTES
+
+
+def _batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _previous_record(record_path: Path) -> dict[str, Any]:
+    if not record_path.is_file():
+        return {}
+    try:
+        payload = read_json(record_path)
+    except (ValueError, OSError):
+        return {}  # an unreadable record proves nothing: fall back to trusting sizes
+    return payload if isinstance(payload, dict) else {}
+
+
+def run_inference(
+    layout: RunLayout,
+    backend: str = "onnxruntime",
+    batch_size: int = 16,
+    threads: int = 0,
+    quiet: bool = False,
+) -> dict[str, int]:
+    """Every split's bins -> `<run>/dumps/<backend>/<split>/<stem>_0.bin`; returns images per split.
+
+    Resumable: a dump already present with the right size is kept, unless the split's record
+    says it came from a different model, in which case the whole split is redone.
+    """
+    if batch_size <= 0:
+        raise PcbError(f"batch size must be positive, got {batch_size}")
+    # Check every input before any work, so a missing split fails in seconds, not after query.
+    stems_by_split = {split: read_stems(layout.info_path(split)) for split in SPLITS}
+    model_path = require_model(layout)
+    model_md5 = file_md5(model_path)
+    engine = create_backend(backend)
+    loaded = False
+    counts: dict[str, int] = {}
+    for split, stems in stems_by_split.items():
+        record_path = infer_record_path(layout, backend, split)
+        previous = _previous_record(record_path)
+        stale = previous.get("model_md5", model_md5) != model_md5
+        if stale:
+            # Delete rather than overwrite: were this run interrupted, no old dump could pass
+            # for one of the new model's under a record that now names the new model.
+            if not quiet:
+                print(f"{split}: model changed since the last run, recomputing every dump")
+            for old in layout.dumps_dir(backend, split).glob("*.bin"):
+                old.unlink()
+        pending = [s for s in stems if not _dump_complete(dump_path(layout, backend, split, s))]
+        counts[split] = len(stems)
+        if not pending and previous.get("complete"):
+            if not quiet:  # finished earlier; keep that run's timing
+                print(f"{split}: all {len(stems)} dumps already complete")
+            continue
+        if pending and not loaded:
+            engine.load(model_path, None, threads)
+            loaded = True
+        record: dict[str, Any] = {
+            "backend": backend,
+            "backend_version": engine.version(),
+            "split": split,
+            "model": str(model_path),
+            "model_md5": model_md5,
+            "batch_size": batch_size,
+            "threads": resolve_threads(threads),
+            "count": len(stems),
+            "inferred": len(pending),
+            "reused": len(stems) - len(pending),
+            "complete": False,
+            "started": _now(),
+        }
+        # Written before the first dump: an interrupted run still says which model made them.
+        atomic_write_json(record_path, record)
+        start = time.perf_counter()
+        _infer_split(engine, layout, backend, split, pending, batch_size, quiet)
+        wall = time.perf_counter() - start
+        record.update(
+            complete=True,
+            finished=_now(),
+            wall_s=round(wall, 3),
+            # End to end: file reads, inference and atomic writes, as the guide's [e2e] line.
+            images_per_s=round(len(pending) / wall, 3) if pending and wall > 0 else None,
+        )
+        atomic_write_json(record_path, record)
+        if not quiet:
+            print(f"{split}: {len(stems)} dumps in {layout.dumps_dir(backend, split)}")
+    return counts
+
+
+def _infer_split(
+    engine: Backend,
+    layout: RunLayout,
+    backend: str,
+    split: str,
+    stems: Sequence[str],
+    batch_size: int,
+    quiet: bool,
+) -> None:
+    bins_dir = layout.bins_dir(split)
+    with tqdm(
+        total=len(stems), desc=f"{backend} {split}", unit="img", disable=quiet or not stems
+    ) as progress:
+        for chunk in _batches(stems, batch_size):
+            batch = np.stack([load_bin(bins_dir / f"{stem}.bin") for stem in chunk])
+            features = engine.run(batch)
+            if features.shape[0] != len(chunk) or features[0].nbytes != FEATURE_BYTES:
+                raise PcbError(
+                    f"backend {backend} returned features of shape {features.shape} for "
+                    f"{len(chunk)} images, expected {len(chunk)} x 2048 x 6 x 1 float32"
+                )
+            for stem, feature in zip(chunk, features):
+                data = np.ascontiguousarray(feature, dtype=np.float32).tobytes()
+                atomic_write_bytes(dump_path(layout, backend, split, stem), data)
+            progress.update(len(chunk))
+
+
+# ---------------------------------------------------------------- throughput
+
+
+def parse_cpu_model(cpuinfo: str) -> str | None:
+    """The `model name` of /proc/cpuinfo (x86); None where absent (most aarch64 kernels)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "model name" and value.strip():
+            return value.strip()
+    return None
+
+
+def cpu_name() -> str:
+    try:
+        name = parse_cpu_model(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        name = None
+    return name or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def perf_platform(backend: str) -> str:
+    return f"cpu-{backend}-fp32"
+
+
+def measure_batch(engine: Backend, batch: np.ndarray, warmup: int, iterations: int) -> LatencyStats:
+    """Warm-up runs untimed (allocations, thread pool start), then one sample per batch."""
+    for _ in range(warmup):
+        engine.run(batch)
+    samples = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        engine.run(batch)
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return LatencyStats.from_samples(samples)
+
+
+def perf_table(records: Sequence[PerfRecord]) -> str:
+    rows = [
+        [
+            str(r.batch_size),
+            f"{r.images_per_s:.1f}",
+            f"{r.latency.mean_ms:.2f}",
+            f"{r.latency.median_ms:.2f}",
+            f"{r.latency.p99_ms:.2f}",
+        ]
+        for r in records
+    ]
+    headers = ["batch", "images/s", "mean ms", "median ms", "p99 ms"]
+    return tabulate(
+        rows, headers=headers, tablefmt="simple", disable_numparse=True, colalign=("right",) * 5
+    )
+
+
+def run_perf(
+    layout: RunLayout,
+    backend: str = "onnxruntime",
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    warmup: int = 1,
+    iterations: int = 5,
+    threads: int = 0,
+    quiet: bool = False,
+) -> list[PerfRecord]:
+    """Throughput per batch size on random input; writes `<run>/perf/<backend>.json`."""
+    if not batch_sizes or any(b <= 0 for b in batch_sizes):
+        raise PcbError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+    if warmup < 0 or iterations <= 0:
+        raise PcbError(
+            f"need warmup >= 0 and iterations >= 1, got warmup={warmup} iterations={iterations}"
+        )
+    model_path = require_model(layout)
+    engine = create_backend(backend)
+    engine.load(model_path, None, threads)
+    model_md5 = file_md5(model_path)
+    device = cpu_name()
+    used_threads = resolve_threads(threads)
+    # Seeded so two runs time the same numbers; content barely matters for dense convolutions.
+    rng = np.random.default_rng(PERF_SEED)
+    records = []
+    for size in tqdm(batch_sizes, desc=f"{backend} perf", unit="batch", disable=quiet):
+        batch = rng.standard_normal((size, *INPUT_SHAPE), dtype=np.float32)
+        stats = measure_batch(engine, batch, warmup, iterations)
+        records.append(
+            PerfRecord(
+                platform=perf_platform(backend),
+                backend=backend,
+                batch_size=size,
+                images_per_s=images_per_second(size, stats.mean_ms),
+                latency=stats,
+                iterations=iterations,
+                scope="process",
+                tool=engine.name,
+                tool_version=engine.version(),
+                device=device,
+                extra={
+                    "threads": used_threads,
+                    "warmup": warmup,
+                    "model_md5": model_md5,
+                    "input": f"random normal, seed {PERF_SEED}",
+                    "python": sys.version.split()[0],
+                },
+            )
+        )
+    write_perf_records(layout.perf_path(backend), records)
+    print(f"{perf_platform(backend)} on {device}, {used_threads} threads")
+    print(perf_table(records))
+    print(f"written: {layout.perf_path(backend)}")
+    return records
