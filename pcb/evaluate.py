@@ -1,0 +1,212 @@
+"""The evaluate stage: per-image feature dumps -> squared Euclidean ranking -> CMC and mAP."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .constants import FEATURE_BYTES, FEATURE_DIM, SPLITS
+from .errors import PcbError
+from .fileio import atomic_write_json
+from .layout import RunLayout
+from .metrics import AP_VARIANT, RankingResult, evaluate_ranking, squared_euclidean
+
+if TYPE_CHECKING:
+    from .dataset import ImageRecord
+
+# Dump names for image <stem>, in the order tried: ais_bench numbers outputs from 0, the old
+# Ascend benchmark tool from 1, and our own backends may write <stem>.bin.
+DUMP_SUFFIXES = ("_0.bin", "_1.bin", ".bin")
+
+# How many names an error message lists before giving the count of the rest.
+LISTED = 10
+
+# The CMC ranks the stage reports, as in the guide.
+REPORTED_RANKS = (1, 5, 10)
+
+
+def _listing(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:LISTED])
+    more = f" and {len(items) - LISTED} more" if len(items) > LISTED else ""
+    return f"{len(items)}: {shown}{more}"
+
+
+def resolve_dump_dir(dump_dir: Path) -> Path:
+    """The folder that holds the dumps: `dump_dir`, or its only subfolder when it has no .bin.
+
+    ais_bench writes into a timestamped `<YYYY_MM_DD-HH_MM_SS>/` folder under the output path
+    it is given (with a `*_summary.json` beside it), so a user can point at either.
+    """
+    dump_dir = Path(dump_dir)
+    if not dump_dir.is_dir():
+        raise PcbError(
+            f"feature dump folder {dump_dir} does not exist: run `python -m pcb infer` for this "
+            "run and backend first, or pass --dumps pointing at a folder with query/ and gallery/"
+        )
+    entries = list(os.scandir(dump_dir))
+    has_bins = any(e.name.endswith(".bin") and e.is_file() for e in entries)
+    subdirs = [e for e in entries if e.is_dir()]
+    if not has_bins and len(subdirs) == 1:
+        return Path(subdirs[0].path)
+    return dump_dir
+
+
+def find_dumps(dump_dir: Path, stems: Sequence[str]) -> list[Path]:
+    """One dump path per stem, in the order of `stems`; every .bin must belong to a stem."""
+    folder = resolve_dump_dir(dump_dir)
+    bins = {e.name for e in os.scandir(folder) if e.name.endswith(".bin") and e.is_file()}
+    paths: list[Path] = []
+    missing: list[str] = []
+    ambiguous: list[str] = []
+    claimed: set[str] = set()
+    for stem in stems:
+        names = [stem + suffix for suffix in DUMP_SUFFIXES if stem + suffix in bins]
+        if not names:
+            missing.append(stem)
+            continue
+        if len(names) > 1:
+            ambiguous.append(" / ".join(names))
+        claimed.update(names)
+        paths.append(folder / names[0])
+    extra = sorted(bins - claimed)
+
+    problems = []
+    if missing:
+        problems.append(
+            f"images with no dump <stem>_0.bin, <stem>_1.bin or <stem>.bin {_listing(missing)}"
+        )
+    if extra:
+        problems.append(f"dumps that match no image {_listing(extra)}")
+    if ambiguous:
+        problems.append(f"images with more than one dump {_listing(ambiguous)}")
+    if problems:
+        raise PcbError(
+            f"the feature dumps in {folder} do not match the {len(stems)} images of the split: "
+            + "; ".join(problems)
+            + ". Re-run `python -m pcb infer` into an empty folder for this run, or point "
+            "--dumps at the folder holding this dataset's query/ and gallery/ dumps"
+        )
+    return paths
+
+
+def load_features(dump_dir: Path, records: Sequence[ImageRecord]) -> np.ndarray:
+    """(len(records) x 12288) float32 features, row i read from the dump of records[i].
+
+    Each dump is one image's raw float32 output (2048 x 6 x 1), FEATURE_BYTES long.
+    Non-.bin files (ais_bench's *_summary.json) are ignored.
+    """
+    paths = find_dumps(dump_dir, [record.stem for record in records])
+    sizes = [(path, path.stat().st_size) for path in paths]
+    wrong = [f"{path.name} ({size} bytes)" for path, size in sizes if size != FEATURE_BYTES]
+    if wrong:
+        raise PcbError(
+            f"feature dumps in {paths[0].parent} must be {FEATURE_BYTES} bytes each (2048 x 6 "
+            f"float32), found {_listing(wrong)}: these are not this model's single-image "
+            "outputs; re-run `python -m pcb infer` (one output per image, float32)"
+        )
+    features = np.empty((len(paths), FEATURE_DIM), dtype=np.float32)
+    for row, path in enumerate(paths):
+        # Raw native float32, as every backend writes it; read in place, no per-file array.
+        with open(path, "rb") as handle:
+            read = handle.readinto(memoryview(features[row]).cast("B"))
+        if read != FEATURE_BYTES:
+            raise PcbError(f"{path} shrank to {read} bytes while being read: re-run inference")
+    bad = ~np.isfinite(features).all(axis=1)
+    if bad.any():
+        names = [paths[i].name for i in np.flatnonzero(bad)]
+        raise PcbError(
+            f"feature dumps in {paths[0].parent} hold NaN or Inf, {_listing(names)}: the model "
+            "or backend produced invalid outputs; check the inputs (bins) and re-run inference"
+        )
+    return features
+
+
+def _labels(records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray]:
+    pids = np.fromiter((r.pid for r in records), dtype=np.int64, count=len(records))
+    camids = np.fromiter((r.camid for r in records), dtype=np.int64, count=len(records))
+    return pids, camids
+
+
+def evaluate_features(
+    qf: np.ndarray,
+    gf: np.ndarray,
+    query_records: Sequence[ImageRecord],
+    gallery_records: Sequence[ImageRecord],
+    max_rank: int = 50,
+) -> RankingResult:
+    """Rank the gallery for every query by squared Euclidean distance (no normalisation, as in
+    the guide) and score it with the Market-1501 protocol."""
+    for name, features, records in (("query", qf, query_records), ("gallery", gf, gallery_records)):
+        if np.ndim(features) != 2 or len(features) != len(records):
+            raise PcbError(
+                f"{name} features have shape {np.shape(features)} but there are {len(records)} "
+                f"{name} images: give one feature row per image, in record order"
+            )
+    q_pids, q_camids = _labels(query_records)
+    g_pids, g_camids = _labels(gallery_records)
+    distmat = squared_euclidean(qf, gf)
+    return evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The guide's wording: 'top-1 92.1%  top-5 96.9%  top-10 98.1%  mAP 77.4%'."""
+    parts = [f"top-{k} {100 * summary[f'top{k}']:.1f}%" for k in REPORTED_RANKS]
+    parts.append(f"mAP {100 * summary['mAP']:.1f}%")
+    return "  ".join(parts)
+
+
+def evaluate_run(
+    dataset_root: Path,
+    layout: RunLayout,
+    backend: str = "onnxruntime",
+    dumps: Path | None = None,
+    max_rank: int = 50,
+) -> dict[str, Any]:
+    """Evaluate one backend's dumps of a run and write <run>/eval/<backend>.json.
+
+    `dumps` is a folder holding query/ and gallery/ (default: <run>/dumps/<backend>).
+    """
+    # Imported here, not at the top: the feature and metric helpers above need no dataset.
+    from .dataset import find_market_root, load_split
+
+    if max_rank < max(REPORTED_RANKS):
+        raise PcbError(
+            f"max_rank {max_rank} is below {max(REPORTED_RANKS)}: top-10 needs max_rank >= 10"
+        )
+    market_root = find_market_root(Path(dataset_root))
+    records = {split: load_split(market_root, split) for split in SPLITS}
+    dump_root = Path(dumps) if dumps is not None else layout.dumps_dir(backend, "query").parent
+    features = {split: load_features(dump_root / split, records[split]) for split in SPLITS}
+
+    result = evaluate_features(
+        features["query"],
+        features["gallery"],
+        records["query"],
+        records["gallery"],
+        max_rank=max_rank,
+    )
+    summary: dict[str, Any] = {
+        "backend": backend,
+        "dataset_root": str(market_root),
+        "num_query": len(records["query"]),
+        "num_gallery": len(records["gallery"]),
+        "num_gallery_ids": len({r.pid for r in records["gallery"]}),
+        "num_valid_queries": result.num_valid_queries,
+        **{f"top{k}": result.top(k) for k in REPORTED_RANKS},
+        "mAP": result.mAP,
+        "cmc": [float(v) for v in result.cmc],
+        "ap_variant": AP_VARIANT,
+        "dumps": str(dump_root),
+    }
+    atomic_write_json(layout.eval_path(backend), summary)
+    print(
+        f"{backend}: {summary['num_query']} queries ({result.num_valid_queries} valid), "
+        f"{summary['num_gallery']} gallery images"
+    )
+    print(format_summary(summary))
+    print(f"written {layout.eval_path(backend)} (AP: {AP_VARIANT})")
+    return summary
