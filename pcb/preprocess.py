@@ -1,0 +1,157 @@
+"""The guide's preprocessing: Market JPEG -> 3x384x128 float32 raw .bin, plus the .info lists."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .constants import INPUT_BYTES, INPUT_HEIGHT, INPUT_SHAPE, INPUT_WIDTH, MEAN, SPLITS, STD
+from .dataset import ImageRecord, describe, find_market_root, load_market
+from .errors import PcbError
+from .fileio import atomic_write_bytes, atomic_write_text
+from .layout import RunLayout
+
+# float32 like torchvision's ToTensor + Normalize, so the bins match the guide's to the bit.
+_MEAN = np.asarray(MEAN, dtype=np.float32)
+_STD = np.asarray(STD, dtype=np.float32)
+_STRAY_SHOWN = 5
+
+
+def preprocess_image(path: Path) -> np.ndarray:
+    """RGB -> bilinear resize to 128x384 (w x h) -> /255 -> normalise -> CHW float32."""
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:
+        # PIL reports corrupt data as OSError (UnidentifiedImageError is one) or SyntaxError.
+        raise PcbError(
+            f"image {path} cannot be decoded ({error}): the file is corrupt or empty; "
+            f"re-download or re-unpack the dataset"
+        ) from None
+    resized = rgb.resize((INPUT_WIDTH, INPUT_HEIGHT), Image.BILINEAR)
+    hwc = np.asarray(resized, dtype=np.float32) / np.float32(255.0)
+    hwc = (hwc - _MEAN) / _STD
+    chw = np.ascontiguousarray(hwc.transpose(2, 0, 1), dtype=np.float32)
+    assert chw.shape == INPUT_SHAPE
+    return chw
+
+
+def _convert(task: tuple[Path, Path]) -> None:
+    source, target = task
+    atomic_write_bytes(target, preprocess_image(source).tobytes())
+
+
+def _check_no_strays(bins_dir: Path, records: Sequence[ImageRecord]) -> None:
+    # A bin whose image is gone means this run folder was made from another dataset; mixing the
+    # two would silently change the evaluation, so refuse rather than guess.
+    wanted = {r.stem for r in records}
+    strays = sorted(p.name for p in bins_dir.glob("*.bin") if p.stem not in wanted)
+    if strays:
+        shown = ", ".join(strays[:_STRAY_SHOWN])
+        more = f" and {len(strays) - _STRAY_SHOWN} more" if len(strays) > _STRAY_SHOWN else ""
+        raise PcbError(
+            f"{bins_dir} holds {len(strays)} .bin files for images not in this dataset "
+            f"({shown}{more}): it was preprocessed from another dataset; delete {bins_dir} "
+            f"or use a new --run folder"
+        )
+
+
+def _remove_stale_temps(bins_dir: Path) -> None:
+    # Left by a killed run: atomic_write_bytes names its temp files .<name>.<random>.tmp.
+    for temp in bins_dir.glob(".*.bin.*.tmp"):
+        temp.unlink(missing_ok=True)
+
+
+def _is_done(target: Path) -> bool:
+    try:
+        return target.stat().st_size == INPUT_BYTES
+    except FileNotFoundError:
+        return False
+
+
+def info_text(layout: RunLayout, split: str, records: Sequence[ImageRecord]) -> str:
+    """The benchmark tool's info list: `<index> <bin path> <width> <height>` per image.
+
+    The guide's get_info.py writes, for bins, the width and height given on its command line,
+    which the guide sets to the model input (128 384); paths are relative to the run folder.
+    """
+    bins_dir = layout.bins_dir(split).relative_to(layout.root)
+    lines = [
+        f"{index} {(bins_dir / f'{r.stem}.bin').as_posix()} {INPUT_WIDTH} {INPUT_HEIGHT}\n"
+        for index, r in enumerate(records)
+    ]
+    return "".join(lines)
+
+
+def _run_tasks(tasks: list[tuple[Path, Path]], workers: int, bar: tqdm) -> None:
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            _convert(task)
+            bar.update(1)
+        return
+    chunksize = max(1, min(64, len(tasks) // (workers * 8)))
+    with get_context().Pool(processes=workers) as pool:
+        for _ in pool.imap_unordered(_convert, tasks, chunksize=chunksize):
+            bar.update(1)
+
+
+def preprocess_split(
+    layout: RunLayout,
+    split: str,
+    records: Sequence[ImageRecord],
+    workers: int = 0,
+    quiet: bool = False,
+) -> int:
+    """Write the split's bins (skipping complete ones) then its info file; returns the count."""
+    bins_dir = layout.bins_dir(split)
+    bins_dir.mkdir(parents=True, exist_ok=True)
+    _check_no_strays(bins_dir, records)
+    _remove_stale_temps(bins_dir)
+    tasks = [
+        (r.path, bins_dir / f"{r.stem}.bin")
+        for r in records
+        if not _is_done(bins_dir / f"{r.stem}.bin")
+    ]
+    done = len(records) - len(tasks)
+    if done and not quiet:
+        state = "nothing to do" if not tasks else f"resuming with {len(tasks):,}"
+        print(f"{split}: {done:,} of {len(records):,} images already preprocessed, {state}")
+    info = layout.info_path(split)
+    if tasks:
+        # The info file marks a complete split: never leave an old one beside missing bins.
+        info.unlink(missing_ok=True)
+    processes = min(workers or os.cpu_count() or 1, max(1, len(tasks)))
+    with tqdm(
+        total=len(records),
+        initial=done,
+        desc=split,
+        unit="img",
+        disable=quiet or not tasks,
+        leave=False,
+    ) as bar:
+        _run_tasks(tasks, processes, bar)
+    # Last, so a listed bin always exists; unchanged content is not rewritten (keeps mtimes).
+    text = info_text(layout, split, records)
+    if not info.is_file() or info.read_text(encoding="utf-8") != text:
+        atomic_write_text(info, text)
+    return len(records)
+
+
+def preprocess_dataset(
+    dataset_root: Path, layout: RunLayout, workers: int = 0, quiet: bool = False
+) -> dict[str, int]:
+    """Every query and gallery image -> <run>/bins/<split>/<stem>.bin, then <split>.info."""
+    if workers < 0:
+        raise PcbError(f"workers must be 0 (all cores) or more, got {workers}")
+    market = load_market(dataset_root)
+    print(f"Market-1501 at {find_market_root(dataset_root)}: {describe(market)}")
+    return {
+        split: preprocess_split(layout, split, market[split], workers=workers, quiet=quiet)
+        for split in SPLITS
+    }
