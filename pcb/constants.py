@@ -33,5 +33,8 @@ SPLIT_FOLDERS = {"query": "query", "gallery": "bounding_box_test"}
 GUIDE_ACCURACY = {"top1": 0.921, "top5": 0.969, "top10": 0.981}
 GUIDE_TOLERANCE = 0.01
 
+# Written by `pcb demo-data` into the Market root: its numbers are synthetic.
+DEMO_MARKER = ".pcb-demo.json"
+
 PCB_3_7_NAME = "PCB_3_7.pt"
 PCB_3_7_MD5 = "c5bc5ddabcbcc45f127ead797fe8cb35"

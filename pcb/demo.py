@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .constants import DEMO_MARKER
 from .dataset import MARKET_FOLDER, NUM_CAMERAS
 from .errors import PcbError
 from .fileio import atomic_write_text, read_json
@@ -25,7 +26,7 @@ from .fileio import atomic_write_text, read_json
 WIDTH, HEIGHT = 64, 128  # Market-1501 crops are 64x128 (w x h)
 JPEG_QUALITY = 90
 CHECKPOINT_NAME = "PCB_demo.pt"
-MARKER_NAME = ".pcb-demo.json"
+MARKER_NAME = DEMO_MARKER
 # Bumped whenever the drawing changes, so an old demo folder is not mistaken for a current one.
 DEMO_VERSION = 1
 # Market person ids are 4 digits; two more ids are drawn for the token training split.

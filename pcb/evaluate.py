@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .constants import FEATURE_BYTES, FEATURE_DIM, SPLITS
+from .constants import DEMO_MARKER, FEATURE_BYTES, FEATURE_DIM, SPLITS
 from .errors import PcbError
 from .fileio import atomic_write_json
 from .layout import RunLayout
@@ -192,6 +192,7 @@ def evaluate_run(
     summary: dict[str, Any] = {
         "backend": backend,
         "dataset_root": str(market_root),
+        "synthetic": (market_root / DEMO_MARKER).is_file(),
         "num_query": len(records["query"]),
         "num_gallery": len(records["gallery"]),
         "num_gallery_ids": len({r.pid for r in records["gallery"]}),

@@ -146,14 +146,12 @@ def test_failing_accuracy_in_report(tmp_path: Path) -> None:
     assert report["accuracy"]["onnxruntime"]["passed"] is False
 
 
-@pytest.mark.parametrize("how", ["marker", "export", "argument"])
+@pytest.mark.parametrize("how", ["synthetic-dataset", "argument"])
 def test_demo_detection(tmp_path: Path, how: str, capsys: pytest.CaptureFixture[str]) -> None:
     layout = write_run(tmp_path)
-    if how == "marker":
-        (layout.root / "DEMO").write_text("")
-    elif how == "export":
-        record = read_json(layout.export_record)
-        atomic_write_json(layout.export_record, {**record, "demo": True})
+    if how == "synthetic-dataset":
+        record = read_json(layout.eval_path("onnxruntime"))
+        atomic_write_json(layout.eval_path("onnxruntime"), {**record, "synthetic": True})
     report = write_report(layout, demo=True if how == "argument" else None)
     assert report["demo"] is True
     assert report["accuracy"]["onnxruntime"]["passed"] is None
@@ -162,12 +160,11 @@ def test_demo_detection(tmp_path: Path, how: str, capsys: pytest.CaptureFixture[
     assert NOT_COMPARABLE in layout.report_md.read_text()
 
 
-def test_demo_argument_overrides_marker(tmp_path: Path) -> None:
+def test_demo_argument_overrides_the_dataset_flag(tmp_path: Path) -> None:
     layout = write_run(tmp_path)
-    (layout.root / "DEMO").write_text("")
+    record = read_json(layout.eval_path("onnxruntime"))
+    atomic_write_json(layout.eval_path("onnxruntime"), {**record, "synthetic": True})
     assert write_report(layout, demo=False)["demo"] is False
-
-
 def test_perf_only_and_no_export(tmp_path: Path) -> None:
     layout = RunLayout(tmp_path)
     write_perf_records(layout.perf_path("onnxruntime"), [perf("cpu-onnxruntime-fp32", 1, 10.0)])
