@@ -19,6 +19,8 @@ class StageCall:
 
     `args` holds the stage's arguments; Path items are host paths, which a container
     executor rewrites to where it mounts them. `image` is the image family that runs it.
+    `npu_devices`: Ascend device ids the container gets (/dev/davinci<N> and the driver);
+    `gpus`: NVIDIA GPUs it gets, a count (-1 = all) or device ids; neither by default.
     """
 
     stage: str
@@ -27,6 +29,8 @@ class StageCall:
     writes_data: bool = False  # demo-data writes into data/; every other stage reads it only
     needs_network: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    npu_devices: tuple[int, ...] = ()
+    gpus: int | tuple[str, ...] | None = None
 
     def argv(self) -> list[str]:
         return [self.stage, *(str(a) for a in self.args)]

@@ -1,0 +1,270 @@
+"""Run a stage call in its container through the Docker SDK.
+
+Pre-flight checks come first, each a PcbError that says how to fix it, and all before any
+container starts: the engine answers, the image is built, the Ascend host files or the NVIDIA
+runtime are there when the stage asks for NPUs or GPUs. Then the container runs with its logs
+streamed to the terminal, and is removed afterwards whatever happens (failure, Ctrl-C); a
+non-zero exit status becomes a PcbError naming the stage and the status.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import PcbError
+from .images import image_def, sources_digest
+from .spec import ContainerSpec, Roots, build_spec, npu_host, npu_missing_message
+from .stage import StageCall, run_local
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+START_ENGINE_HINT = (
+    "Start it: `sudo systemctl start docker` (or, as root on a machine without systemd, "
+    "`bash .ci/docker-setup`, which installs and starts it); if it runs but you may not use "
+    "it, add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in "
+    "again). Or run the stage on this host with --local."
+)
+
+
+def connect(timeout: int = 60) -> Any:
+    """A docker.DockerClient for the engine named by the environment (DOCKER_HOST or the
+    default socket), checked with a ping; PcbError with the fix when it does not answer."""
+    try:
+        from docker.errors import DockerException
+
+        import docker
+    except ImportError:
+        raise PcbError(
+            "the Docker SDK for Python is not installed: `pip install -e .[orchestrate]` "
+            "(or `pip install docker`)"
+        ) from None
+    where = os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException as error:
+        raise PcbError(
+            f"cannot reach the Docker engine at {where}: {_short(error)}. {START_ENGINE_HINT}"
+        ) from None
+    return client
+
+
+def _short(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# ---- pre-flight ------------------------------------------------------------------------------
+
+
+def check_image(client: Any, reference: str, family: str) -> Any:
+    """The image is here (else: how to build it); warn when it was built from other sources."""
+    from docker.errors import ImageNotFound
+
+    try:
+        image = client.images.get(reference)
+    except ImageNotFound:
+        raise PcbError(
+            f"image {reference} is not on this machine: build it with "
+            f"`invoke build --image {family}` (offline: `invoke base-image` first, then "
+            f"`invoke build --image {family} --base-image <the tag it prints>`)"
+        ) from None
+    built_from = (image.labels or {}).get("pcb.sources.sha256")
+    try:
+        current = sources_digest()
+    except PcbError:  # pcb installed without its project files: nothing to compare
+        current = built_from
+    if built_from and built_from != current:
+        print(
+            f"warning: {reference} was built from other pcb sources than these; rebuild it "
+            f"with `invoke build --image {family}` to run the current code",
+            file=sys.stderr,
+        )
+    return image
+
+
+def gpu_runtime_available(client: Any) -> bool:
+    """The NVIDIA container toolkit: an `nvidia` runtime registered with the engine, or its
+    hook / CLI on the PATH (which `--gpus` uses)."""
+    try:
+        runtimes = client.info().get("Runtimes") or {}
+    except Exception:  # an old engine without the field
+        runtimes = {}
+    if "nvidia" in runtimes:
+        return True
+    return any(
+        shutil.which(tool) for tool in ("nvidia-container-runtime-hook", "nvidia-container-cli")
+    )
+
+
+def preflight(
+    call: StageCall,
+    client: Any,
+    image: str,
+    host_root: Path = Path("/"),
+) -> None:
+    """Every check that can fail before a container starts; the first failure raises."""
+    check_image(client, image, call.image)
+    if call.npu_devices:
+        npu = npu_host(call.npu_devices, host_root)
+        if npu.missing:
+            raise PcbError(npu_missing_message(npu.missing, call.npu_devices))
+    if call.gpus is not None and not gpu_runtime_available(client):
+        raise PcbError(
+            f"stage {call.stage} asks for GPUs, but the Docker engine has no NVIDIA runtime: "
+            "install the NVIDIA driver and the NVIDIA Container Toolkit, then "
+            "`sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart "
+            "docker` (`docker run --rm --gpus all ubuntu nvidia-smi` should then work)"
+        )
+
+
+# ---- running ---------------------------------------------------------------------------------
+
+
+def run_spec(spec: ContainerSpec, client: Any, output: IO[bytes] | None = None) -> int:
+    """Create and start the container, stream its output, wait; return its exit status.
+
+    The container is removed afterwards in every case: success, failure, an exception while
+    streaming, or Ctrl-C (KeyboardInterrupt is re-raised once it is gone).
+    """
+    out = output if output is not None else _stdout_bytes()
+    container = client.containers.create(**spec.create_kwargs())
+    try:
+        container.start()
+        for chunk in container.logs(stream=True, follow=True):
+            out.write(chunk)
+            out.flush()
+        return int(container.wait().get("StatusCode", 1))
+    finally:
+        _remove(container)
+
+
+def _stdout_bytes() -> IO[bytes]:
+    return getattr(sys.stdout, "buffer", sys.stdout)
+
+
+def _remove(container: Any) -> None:
+    from docker.errors import APIError, NotFound
+
+    try:
+        container.remove(force=True)
+    except NotFound:
+        pass
+    except APIError as error:
+        if "already in progress" not in str(error):
+            print(
+                f"warning: could not remove container {container.id[:12]}: {error}", file=sys.stderr
+            )
+
+
+def container_spec(
+    call: StageCall,
+    *,
+    data_dir: Path | str = "data",
+    results_dir: Path | str = "results",
+    image: str | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+    host_root: Path = Path("/"),
+    require_npu: bool = True,
+) -> ContainerSpec:
+    """The spec of a call; `image` defaults to pcb-<call.image>:latest."""
+    reference = image or image_def(call.image).latest
+    return build_spec(
+        call,
+        reference,
+        Roots.of(data_dir, results_dir),
+        uid=uid,
+        gid=gid,
+        host_root=host_root,
+        require_npu=require_npu,
+    )
+
+
+def docker_run_command(call: StageCall, **kwargs: Any) -> str:
+    """The `docker run ...` line of a call (for --print-docker); needs no engine, and does not
+    check the Ascend host files (it prints what it would map)."""
+    kwargs.setdefault("require_npu", False)
+    return container_spec(call, **kwargs).to_docker_run()
+
+
+def run_in_container(
+    call: StageCall,
+    *,
+    data_dir: Path | str = "data",
+    results_dir: Path | str = "results",
+    image: str | None = None,
+    client: Any = None,
+    output: IO[bytes] | None = None,
+    host_root: Path = Path("/"),
+    uid: int | None = None,
+    gid: int | None = None,
+) -> ContainerSpec:
+    """Run one stage in its container; PcbError on a failed check or a non-zero exit status.
+
+    data/ and results/ are created on the host if missing (owned by the caller), so that the
+    engine does not create them as root. Returns the spec that ran.
+    """
+    client = client or connect()
+    spec = container_spec(
+        call,
+        data_dir=data_dir,
+        results_dir=results_dir,
+        image=image,
+        uid=uid,
+        gid=gid,
+        host_root=host_root,
+    )
+    preflight(call, client, spec.image, host_root)
+    for mount in spec.mounts[:2]:
+        Path(mount.source).mkdir(parents=True, exist_ok=True)
+    status = run_spec(spec, client, output)
+    if status != 0:
+        raise PcbError(
+            f"stage {call.stage} failed in its container ({spec.image}) with exit status "
+            f"{status}; run it by hand with:\n  {spec.to_docker_run()}"
+        )
+    return spec
+
+
+def run_stage(call: StageCall, executor: str = "docker", **kwargs: Any) -> None:
+    """Run a call with the chosen executor: "docker" (run_in_container) or "local"."""
+    if executor == "local":
+        run_local(call)
+    elif executor == "docker":
+        run_in_container(call, **kwargs)
+    else:
+        raise PcbError(f"unknown executor {executor!r}: expected docker or local")
+
+
+def run_stages(calls: Iterable[StageCall], executor: str = "docker", **kwargs: Any) -> None:
+    """Run calls in order, one client for all; the first failure stops the rest."""
+    if executor == "docker":
+        kwargs.setdefault("client", connect())
+    for call in calls:
+        run_stage(call, executor, **kwargs)
+
+
+def image_of(client: Any, family: str) -> dict[str, str]:
+    """The labels of pcb-<family>:latest (revision, lock hash, content tag)."""
+    image = check_image(client, image_def(family).latest, family)
+    return {k: v for k, v in (image.labels or {}).items() if k.startswith(("pcb.", "org."))}
+
+
+__all__ = [
+    "check_image",
+    "connect",
+    "container_spec",
+    "docker_run_command",
+    "gpu_runtime_available",
+    "image_of",
+    "preflight",
+    "run_in_container",
+    "run_spec",
+    "run_stage",
+    "run_stages",
+]

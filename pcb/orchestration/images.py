@@ -1,0 +1,611 @@
+"""The stage images: what each one is, its content tag, its lock, and building it.
+
+An image is named `pcb-<name>:<content tag>` (and `pcb-<name>:latest`), where the content tag
+hashes everything that decides what the image holds: the build context (Dockerfile, lock,
+entrypoint, pcb sources, pyproject.toml, README.md) and the base image (its local image id, or
+its reference where it is not on this machine). An image whose tag exists is not built again.
+
+Builds go through the Docker SDK's classic builder (no BuildKit: no `RUN --mount`, no secrets),
+from a build context assembled here; a CA bundle for pip rides in the context's `build-ca/`
+folder, which only the builder stages copy, so it is left in no layer of the final image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import PcbError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+LOCK_PLATFORM = "x86_64-manylinux_2_28"
+LATEST = "latest"
+FIND_LINKS_PORT = 38611
+# Labels every image carries (besides the OCI title/description/revision).
+LABEL_IMAGE = "pcb.image"
+LABEL_LOCK = "pcb.lock.sha256"
+LABEL_CONTENT = "pcb.content-tag"
+LABEL_REVISION = "org.opencontainers.image.revision"
+
+
+@dataclass(frozen=True)
+class ImageDef:
+    """One stage image family."""
+
+    name: str
+    default_base: str
+    python: str  # the Python of the base, which the lock targets
+    summary: str
+    stages: tuple[str, ...]
+    offline_base: bool = False  # can build FROM the debootstrap'd pcb-base image
+    lock_find_links: tuple[str, ...] = ()  # extra find-links the lock was resolved with
+
+    @property
+    def repository(self) -> str:
+        return f"pcb-{self.name}"
+
+    @property
+    def latest(self) -> str:
+        return f"{self.repository}:{LATEST}"
+
+
+# Pinned by tag and digest where a digest is known; see docker/README.md for how to re-pin.
+PYTHON_SLIM = (
+    "python:3.11-slim-bookworm"
+    "@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91"
+)
+CANN_BASE = "ascendai/cann:8.0.rc1-310p-ubuntu22.04-py3.9"
+TENSORRT_BASE = "nvcr.io/nvidia/tensorrt:24.05-py3"
+TORCH_CPU_FIND_LINKS = "https://download.pytorch.org/whl/cpu/torch/"
+
+IMAGES: dict[str, ImageDef] = {
+    image.name: image
+    for image in (
+        ImageDef(
+            "export",
+            PYTHON_SLIM,
+            "3.11",
+            "torch (CPU build, pinned) + onnx + onnxruntime: checkpoint -> ONNX, demo checkpoint",
+            ("export", "demo-data"),
+            offline_base=True,
+            lock_find_links=(TORCH_CPU_FIND_LINKS,),
+        ),
+        ImageDef(
+            "runtime",
+            PYTHON_SLIM,
+            "3.11",
+            "numpy, pillow, onnxruntime, scikit-learn, matplotlib: CPU stages",
+            ("demo-data", "preprocess", "infer", "evaluate", "perf", "report"),
+            offline_base=True,
+        ),
+        ImageDef(
+            "cann",
+            CANN_BASE,
+            "3.9",
+            "CANN toolkit (atc, aoe) + ais_bench/aclruntime: Ascend convert, infer, perf",
+            ("convert", "infer", "perf"),
+        ),
+        ImageDef(
+            "tensorrt",
+            TENSORRT_BASE,
+            "3.10",
+            "TensorRT (trtexec, Python bindings): GPU perf",
+            ("perf",),
+        ),
+    )
+}
+
+
+def image_def(name: str) -> ImageDef:
+    try:
+        return IMAGES[name]
+    except KeyError:
+        raise PcbError(f"unknown image {name!r}: expected one of {', '.join(IMAGES)}") from None
+
+
+# ---- locks -----------------------------------------------------------------------------------
+
+
+def lock_command(name: str, find_links: Sequence[str] = (), uv: str = "uv") -> list[str]:
+    """The command that regenerates docker/<name>/requirements.lock (or the build-tools lock
+    for name "build-tools"), run from the project root. `find_links` replaces the image's own
+    (for the export image: where the torch CPU wheel is, e.g. /opt/wheels on a machine that has
+    it on disk)."""
+    if name == "build-tools":
+        source, target = "docker/build-tools.in", "docker/build-tools.lock"
+        python, links = "3.9", ()
+    else:
+        image = image_def(name)
+        source = f"docker/{name}/requirements.in"
+        target = f"docker/{name}/requirements.lock"
+        python, links = image.python, tuple(find_links) or image.lock_find_links
+    command = [
+        uv,
+        "pip",
+        "compile",
+        source,
+        "--generate-hashes",
+        "--python-version",
+        python,
+        "--python-platform",
+        LOCK_PLATFORM,
+        "--quiet",
+    ]
+    for link in links:
+        command += ["--find-links", link]
+    command += ["-o", target]
+    return command
+
+
+def regenerate_locks(
+    names: Sequence[str] = ("build-tools", *IMAGES),
+    find_links: Sequence[str] = (),
+    uv: str = "uv",
+    root: Path = PROJECT_ROOT,
+) -> None:
+    """Run lock_command for each name (needs `uv` from PyPI and access to the package index)."""
+    for name in names:
+        links = find_links if name == "export" else ()
+        command = lock_command(name, links, uv)
+        print("+ " + " ".join(command), flush=True)
+        subprocess.run(command, cwd=root, check=True)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ---- the build context and the content tag ---------------------------------------------------
+
+
+README_STUB = b"# pcb\n\nPCB re-ID: see the project repository.\n"
+
+
+def _source_entries(root: Path) -> dict[str, tuple[bytes, int]]:
+    """pcb sources + packaging files: {path in the context: (bytes, mode)}."""
+    entries = {"pyproject.toml": _entry(root / "pyproject.toml")}
+    readme = root / "README.md"
+    # pyproject.toml names README.md as the long description: a stub stands in for a missing one.
+    entries["README.md"] = _entry(readme) if readme.is_file() else (README_STUB, 0o644)
+    for path in sorted((root / "pcb").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            entries[path.relative_to(root).as_posix()] = _entry(path)
+    return entries
+
+
+def _entry(path: Path) -> tuple[bytes, int]:
+    if not path.is_file():
+        raise PcbError(f"{path} is missing: is {PROJECT_ROOT} the project root?")
+    return path.read_bytes(), 0o755 if os.access(path, os.X_OK) else 0o644
+
+
+def context_entries(name: str, root: Path = PROJECT_ROOT) -> dict[str, tuple[bytes, int]]:
+    """Every file of the build context but the CA bundle: {path in the context: (bytes, mode)}.
+
+    docker/<name>/ (Dockerfile, lock, entrypoint, ...), docker/build-tools.lock, pyproject.toml,
+    README.md and pcb/**. (docker/cann/wheels/ always holds at least its .gitignore, so that
+    the Dockerfile's COPY of the folder works when no wheel was put there.)
+    """
+    image_def(name)
+    folder = root / "docker" / name
+    if not (folder / "Dockerfile").is_file():
+        raise PcbError(f"{folder / 'Dockerfile'} is missing: is {root} the project root?")
+    entries = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            entries[path.relative_to(root).as_posix()] = _entry(path)
+    entries["docker/build-tools.lock"] = _entry(root / "docker" / "build-tools.lock")
+    entries.update(_source_entries(root))
+    return entries
+
+
+def _digest_entries(entries: Mapping[str, tuple[bytes, int]]) -> Any:
+    digest = hashlib.sha256()
+    for key in sorted(entries):
+        data, mode = entries[key]
+        digest.update(f"{key}\0{mode:o}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+    return digest
+
+
+def sources_digest(root: Path = PROJECT_ROOT) -> str:
+    """Hash of the pcb sources and packaging files (labels an image; tells a stale image)."""
+    return _digest_entries(_source_entries(root)).hexdigest()
+
+
+def content_digest(name: str, base_id: str, root: Path = PROJECT_ROOT) -> str:
+    """Hash of the build context (CA bundle aside) and the base image: equal inputs, equal
+    digest; any changed byte, file or mode, or another base, another digest."""
+    digest = _digest_entries(context_entries(name, root))
+    digest.update(f"base\0{base_id}\n".encode())
+    return digest.hexdigest()
+
+
+def content_tag(name: str, base_id: str, root: Path = PROJECT_ROOT) -> str:
+    """`pcb-<name>:<first 12 hex digits of content_digest>`."""
+    return f"{image_def(name).repository}:{content_digest(name, base_id, root)[:12]}"
+
+
+def base_image_id(client: Any, base_image: str) -> str:
+    """The base's local image id; its reference where it is not here (a digest-pinned
+    reference names its content; a plain tag may move: pin by digest on a normal host)."""
+    from docker.errors import ImageNotFound
+
+    try:
+        return client.images.get(base_image).id
+    except ImageNotFound:
+        return base_image
+
+
+def context_tar(name: str, root: Path = PROJECT_ROOT, ca_bundle: Path | None = None) -> io.BytesIO:
+    """The build context as an uncompressed tar, with fixed owners and times. With a CA
+    bundle it holds build-ca/ca.crt, else the empty placeholder build-ca/.none."""
+    entries = dict(context_entries(name, root))
+    if ca_bundle is not None:
+        ca_bundle = Path(ca_bundle)
+        if not ca_bundle.is_file():
+            raise PcbError(f"CA bundle {ca_bundle} not found: give a PEM file or leave it out")
+        entries["build-ca/ca.crt"] = (ca_bundle.read_bytes(), 0o644)
+    else:
+        entries["build-ca/.none"] = (b"", 0o644)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for key in sorted(entries):
+            data, mode = entries[key]
+            info = tarfile.TarInfo(key)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def source_revision(root: Path = PROJECT_ROOT) -> str:
+    """`git rev-parse HEAD`, with `-dirty` when the work tree has changes; "unknown" outside
+    a git checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+# ---- building --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    name: str
+    tag: str  # pcb-<name>:<content tag>
+    image_id: str
+    built: bool  # False: the tag was already there
+    seconds: float
+    size_bytes: int
+
+    @property
+    def latest(self) -> str:
+        return image_def(self.name).latest
+
+
+def check_base_available(client: Any, base_image: str, name: str, pull: bool = True) -> None:
+    """Pre-flight of a build: the base image is here, or can be pulled now."""
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        client.images.get(base_image)
+        return
+    except ImageNotFound:
+        pass
+    reason = "pulling is switched off"
+    if pull:
+        try:
+            client.images.pull(base_image)
+            return
+        except DockerException as error:
+            reason = f"pulling it failed: {_first_line(error)}"
+    if image_def(name).offline_base:
+        fix = (
+            "On a machine without registry access, build the offline Debian base first "
+            "(`invoke base-image`) and build FROM it: "
+            f"`invoke build --image {name} --base-image pcb-base:bookworm-<hash>` "
+            "(the tag `invoke base-image` prints)."
+        )
+    else:
+        fix = (
+            f"The {name} image needs its vendor base: pull it on a machine with registry access "
+            f"(`docker pull {base_image}`, then `docker save` / `docker load` to bring it here), "
+            "or pass another local base with --base-image."
+        )
+    raise PcbError(f"base image {base_image} is not on this machine and {reason}. {fix}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def build_args(
+    name: str,
+    base_image: str,
+    *,
+    index_url: str | None = None,
+    find_links: str | None = None,
+    revision: str = "unknown",
+    tag: str = "unknown",
+    root: Path = PROJECT_ROOT,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The --build-arg values of one build."""
+    args = {
+        "BASE_IMAGE": base_image,
+        "SOURCE_REVISION": revision,
+        "LOCK_SHA256": file_sha256(root / "docker" / name / "requirements.lock"),
+        "CONTENT_TAG": tag,
+        "SOURCES_SHA256": sources_digest(root),
+    }
+    if index_url:
+        args["INDEX_URL"] = index_url
+    if find_links:
+        args["FIND_LINKS"] = find_links
+    args.update(extra or {})
+    return args
+
+
+def build_image(
+    name: str,
+    *,
+    client: Any = None,
+    base_image: str | None = None,
+    index_url: str | None = None,
+    find_links: str | None = None,
+    ca_bundle: Path | None = None,
+    extra_build_args: Mapping[str, str] | None = None,
+    root: Path = PROJECT_ROOT,
+    force: bool = False,
+    nocache: bool = False,
+    pull_base: bool = True,
+    network_mode: str = "host",
+    quiet: bool = False,
+    output: IO[str] | None = None,
+) -> BuildResult:
+    """Build docker/<name> unless an image with its content tag is already here.
+
+    `base_image` overrides the Dockerfile's pinned base (e.g. the offline pcb-base image);
+    `index_url` / `find_links` point pip elsewhere (find_links: a URL such as the one
+    `serve_folder` gives, reachable from the build through the host network); `ca_bundle` is
+    a PEM file pip trusts during the build only. `extra_build_args` passes further build
+    arguments (the cann image's AIS_BENCH_FIND_LINKS, for one). The build log is streamed to
+    `output` (default stdout) unless `quiet`.
+    """
+    from docker.errors import ImageNotFound
+
+    from .docker_executor import connect
+
+    client = client or connect()
+    image = image_def(name)
+    base = base_image or image.default_base
+    out = output or sys.stdout
+    check_base_available(client, base, name, pull=pull_base)
+    tag = content_tag(name, base_image_id(client, base), root)
+    if not force:
+        try:
+            existing = client.images.get(tag)
+        except ImageNotFound:
+            pass
+        else:
+            client.api.tag(existing.id, image.repository, LATEST)
+            if not quiet:
+                print(f"{tag} is up to date ({existing.short_id})", file=out, flush=True)
+            return BuildResult(name, tag, existing.id, False, 0.0, existing.attrs.get("Size", 0))
+
+    args = build_args(
+        name,
+        base,
+        index_url=index_url,
+        find_links=find_links,
+        revision=source_revision(root),
+        tag=tag,
+        root=root,
+        extra=extra_build_args,
+    )
+    if not quiet:
+        shown = " ".join(f"{k}={v}" for k, v in args.items() if k not in {"SOURCES_SHA256"})
+        print(f"building {tag} ({shown})", file=out, flush=True)
+    start = time.monotonic()
+    repository, version = tag.split(":", 1)
+    context = context_tar(name, root, ca_bundle)
+    stream = client.api.build(
+        fileobj=context,
+        custom_context=True,
+        dockerfile=f"docker/{name}/Dockerfile",
+        tag=tag,
+        buildargs=args,
+        network_mode=network_mode,
+        rm=True,
+        forcerm=True,
+        nocache=nocache,
+        pull=False,
+        decode=True,
+    )
+    image_id = _follow_build(stream, name, out, quiet)
+    seconds = time.monotonic() - start
+    built = client.images.get(image_id or tag)
+    client.api.tag(built.id, repository, LATEST)
+    size = built.attrs.get("Size", 0)
+    if not quiet:
+        print(
+            f"built {tag} ({built.short_id}, {size / 1e6:.0f} MB) in {seconds:.0f} s",
+            file=out,
+            flush=True,
+        )
+    return BuildResult(name, tag, built.id, True, seconds, size)
+
+
+def _follow_build(stream: Iterator[dict], name: str, out: IO[str], quiet: bool) -> str:
+    """Print the build log as it comes; return the image id; raise on a build error."""
+    image_id = ""
+    tail: list[str] = []
+    for chunk in stream:
+        if "stream" in chunk:
+            text = chunk["stream"]
+            tail = (tail + text.splitlines())[-30:]
+            if not quiet:
+                out.write(text)
+                out.flush()
+        if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
+            image_id = chunk["aux"]["ID"]
+        if "error" in chunk:
+            detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+            last = "\n".join(tail[-15:])
+            raise PcbError(
+                f"building image {name} failed: {detail.strip()}\n--- last build output ---\n"
+                f"{last}\n(check network access to the package index, or pass --index-url / "
+                "--find-links / --ca-bundle)"
+            )
+    return image_id
+
+
+@contextlib.contextmanager
+def serve_folder(
+    folder: Path, host: str = "127.0.0.1", port: int = FIND_LINKS_PORT
+) -> Iterator[str]:
+    """Serve `folder` over HTTP on host:port while the block runs; yields its URL, a find-links
+    location for pip in a build on the host network. The fixed default port keeps the URL, a
+    build argument, the same from build to build, so Docker's layer cache still applies; when
+    it is taken, any free port is used (0 asks for one outright)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PcbError(f"find-links folder {folder} does not exist")
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    try:
+        server = http.server.ThreadingHTTPServer((host, port), handler)
+    except OSError:
+        server = http.server.ThreadingHTTPServer((host, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="find-links", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+def build_images(
+    names: Sequence[str] = ("export", "runtime"),
+    *,
+    client: Any = None,
+    base_image: str | None = None,
+    wheels: Path | None = None,
+    index_url: str | None = None,
+    find_links: str | None = None,
+    ca_bundle: Path | None = None,
+    extra_build_args: Mapping[str, Mapping[str, str]] | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    root: Path = PROJECT_ROOT,
+) -> list[BuildResult]:
+    """Build several images in order.
+
+    `wheels`: a local folder of wheels (e.g. /opt/wheels with the torch CPU wheel), served over
+    HTTP for the duration and given as find-links to the images whose lock needs an extra
+    find-links location (export: torch); `find_links` goes to every image. `base_image`
+    applies to the images that accept the offline base (export, runtime). `extra_build_args`:
+    {image name: {build argument: value}}, e.g. {"cann": {"AIS_BENCH_FIND_LINKS": url}}."""
+    from .docker_executor import connect
+
+    client = client or connect()
+    results = []
+    with contextlib.ExitStack() as stack:
+        served = None
+        if wheels is not None and any(image_def(n).lock_find_links for n in names):
+            served = stack.enter_context(serve_folder(wheels))
+        for name in names:
+            image = image_def(name)
+            links = find_links or (served if image.lock_find_links else None)
+            results.append(
+                build_image(
+                    name,
+                    client=client,
+                    base_image=base_image if image.offline_base else None,
+                    index_url=index_url,
+                    find_links=links,
+                    ca_bundle=ca_bundle,
+                    extra_build_args=(extra_build_args or {}).get(name),
+                    force=force,
+                    quiet=quiet,
+                    root=root,
+                )
+            )
+    return results
+
+
+def remove_stale_images(client: Any, names: Sequence[str] = tuple(IMAGES)) -> list[str]:
+    """Untag every pcb-<name>:<content tag> other than the one `latest` points at (each build
+    for new sources leaves the previous one); the layers they share stay. Returns the removed
+    references."""
+    from docker.errors import APIError, ImageNotFound
+
+    removed = []
+    for name in names:
+        image = image_def(name)
+        try:
+            current = client.images.get(image.latest).id
+        except ImageNotFound:
+            continue
+        for candidate in client.images.list(name=image.repository):
+            if candidate.id == current:
+                continue
+            for reference in candidate.tags:
+                try:
+                    client.images.remove(reference, noprune=False)
+                    removed.append(reference)
+                except APIError:  # in use by a container: leave it
+                    pass
+    return removed
+
+
+def image_labels(client: Any, reference: str) -> dict[str, str]:
+    image = client.images.get(reference)
+    return dict(image.labels or {})
+
+
+def describe(result: BuildResult) -> str:
+    return json.dumps(
+        {
+            "image": result.name,
+            "tag": result.tag,
+            "id": result.image_id,
+            "built": result.built,
+            "seconds": round(result.seconds, 1),
+            "size_mb": round(result.size_bytes / 1e6),
+        }
+    )

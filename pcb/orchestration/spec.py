@@ -1,0 +1,328 @@
+"""A stage call as a container spec: image, command, mounts, devices, user, environment, network.
+
+Pure: building a spec reads the host file system only to find which Ascend files exist (under
+`host_root`, "/" unless a test says otherwise) and never talks to Docker, so every rule here is
+tested without an engine. `docker_executor` runs a spec through the Docker SDK;
+`ContainerSpec.to_docker_run()` prints the same thing as a `docker run` command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Union
+
+from ..errors import PcbError
+from .stage import StageCall
+
+DATA_TARGET = "/data"
+RESULTS_TARGET = "/results"
+WORKDIR = "/work"
+# Every container gets these; a StageCall's env adds to / overrides them.
+BASE_ENVIRONMENT = {
+    # A calling uid need not exist in the image's /etc/passwd: give it a writable home.
+    "HOME": "/tmp",
+    "PYTHONUNBUFFERED": "1",
+}
+
+# facts.md section 4: what an Ascend container needs from the host.
+NPU_COMMON_DEVICES = ("/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc")
+NPU_DRIVER = "/usr/local/Ascend/driver"
+NPU_DCMI = "/usr/local/dcmi"
+NPU_SMI_CANDIDATES = ("/usr/local/bin/npu-smi", "/usr/local/sbin/npu-smi")
+NPU_SMI_TARGET = "/usr/local/bin/npu-smi"
+
+GpuSelection = Union[int, Sequence[str], None]  # count (-1: all), device ids, or none
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount of a host path."""
+
+    source: str  # absolute host path
+    target: str  # path in the container
+    read_only: bool = True
+
+    def to_sdk(self) -> Any:
+        from docker.types import Mount as SdkMount
+
+        return SdkMount(self.target, self.source, type="bind", read_only=self.read_only)
+
+    def to_cli(self) -> str:
+        return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """`--gpus`: a count (-1 = all) or explicit device ids."""
+
+    count: int = -1
+    device_ids: tuple[str, ...] = ()
+
+    def to_sdk(self) -> Any:
+        from docker.types import DeviceRequest
+
+        if self.device_ids:
+            return DeviceRequest(device_ids=list(self.device_ids), capabilities=[["gpu"]])
+        return DeviceRequest(count=self.count, capabilities=[["gpu"]])
+
+    def to_cli(self) -> str:
+        if self.device_ids:
+            return '"device=' + ",".join(self.device_ids) + '"'
+        return "all" if self.count < 0 else str(self.count)
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything `docker run` needs for one stage, and nothing else."""
+
+    image: str
+    command: tuple[str, ...]
+    mounts: tuple[Mount, ...] = ()
+    devices: tuple[str, ...] = ()  # host device paths, mapped to the same path, rwm
+    user: str | None = None  # "uid:gid"
+    group_add: tuple[str, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+    network: str = "none"
+    gpus: GpuRequest | None = None
+    workdir: str = WORKDIR
+    init: bool = True  # docker-init as PID 1: signals forwarded, zombies reaped
+    labels: Mapping[str, str] = field(default_factory=dict)
+    stage: str = ""
+    entrypoint: tuple[str, ...] | None = None  # None: the image's own (python -m pcb)
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of docker.DockerClient.containers.create()."""
+        kwargs: dict[str, Any] = {
+            "image": self.image,
+            "command": list(self.command),
+            "mounts": [mount.to_sdk() for mount in self.mounts],
+            "environment": dict(self.environment),
+            "network_mode": self.network,
+            "working_dir": self.workdir,
+            "init": self.init,
+            "labels": dict(self.labels),
+            "detach": True,
+        }
+        if self.entrypoint is not None:
+            kwargs["entrypoint"] = list(self.entrypoint)
+        if self.user:
+            kwargs["user"] = self.user
+        if self.group_add:
+            kwargs["group_add"] = list(self.group_add)
+        if self.devices:
+            kwargs["devices"] = [f"{device}:{device}:rwm" for device in self.devices]
+        if self.gpus is not None:
+            kwargs["device_requests"] = [self.gpus.to_sdk()]
+        return kwargs
+
+    def docker_run_argv(self) -> list[str]:
+        argv = ["docker", "run", "--rm"]
+        if self.init:
+            argv.append("--init")
+        if self.user:
+            argv += ["--user", self.user]
+        for group in self.group_add:
+            argv += ["--group-add", group]
+        argv += ["--network", self.network]
+        for mount in self.mounts:
+            argv += ["-v", mount.to_cli()]
+        for device in self.devices:
+            argv += ["--device", device]
+        if self.gpus is not None:
+            argv += ["--gpus", self.gpus.to_cli()]
+        for key, value in self.environment.items():
+            argv += ["-e", f"{key}={value}"]
+        command = list(self.command)
+        if self.entrypoint is not None:
+            # --entrypoint takes one program; the rest of the entry point goes before the command.
+            argv += ["--entrypoint", self.entrypoint[0] if self.entrypoint else ""]
+            command = [*self.entrypoint[1:], *command]
+        argv += ["-w", self.workdir, self.image, *command]
+        return argv
+
+    def to_docker_run(self) -> str:
+        """The equivalent `docker run` command line, quoted for a POSIX shell."""
+        argv = self.docker_run_argv()
+        if self.gpus is not None and self.gpus.device_ids:
+            # --gpus '"device=0,1"': the inner quotes belong to Docker's own parser.
+            index = argv.index("--gpus") + 1
+            quoted = [shlex.quote(a) if i != index else f"'{a}'" for i, a in enumerate(argv)]
+            return " ".join(quoted)
+        return shlex.join(argv)
+
+
+@dataclass(frozen=True)
+class Roots:
+    """The two host folders a container sees: data/ (read-only, but for demo-data) at /data and
+    results/ (read-write) at /results."""
+
+    data: Path
+    results: Path
+
+    @classmethod
+    def of(cls, data: Path | str = "data", results: Path | str = "results") -> Roots:
+        return cls(_absolute(Path(data)), _absolute(Path(results)))
+
+
+def _absolute(path: Path) -> Path:
+    return Path(os.path.realpath(os.path.abspath(path)))
+
+
+def container_path(path: Path, roots: Roots, stage: str = "") -> str:
+    """A host path under data/ or results/ as the container sees it; PcbError elsewhere."""
+    host = _absolute(Path(path))
+    # The deeper root wins, should one folder hold the other.
+    candidates = sorted(
+        ((roots.data, DATA_TARGET), (roots.results, RESULTS_TARGET)),
+        key=lambda pair: len(pair[0].parts),
+        reverse=True,
+    )
+    for root, target in candidates:
+        if host == root or root in host.parents:
+            relative = host.relative_to(root)
+            return str(PurePosixPath(target, *relative.parts))
+    who = f"stage {stage}: " if stage else ""
+    raise PcbError(
+        f"{who}the path {path} ({host}) is outside the folders a container sees: "
+        f"{roots.data} (mounted at {DATA_TARGET}) and {roots.results} (mounted at "
+        f"{RESULTS_TARGET}). Move or link it under one of them, or run the stage with --local."
+    )
+
+
+def container_argv(call: StageCall, roots: Roots) -> tuple[str, ...]:
+    """`<stage> <args>` with every Path argument rewritten to its container path."""
+    args = [
+        container_path(arg, roots, call.stage) if isinstance(arg, Path) else str(arg)
+        for arg in call.args
+    ]
+    return (call.stage, *args)
+
+
+# ---- Ascend and NVIDIA -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NpuHost:
+    """What an Ascend container takes from the host, as found on it."""
+
+    devices: tuple[str, ...]
+    mounts: tuple[Mount, ...]
+    missing: tuple[str, ...]  # required host paths that are not there
+    device_gid: int | None  # group owning /dev/davinci_manager (HwHiAiUser on a real host)
+
+
+def npu_host(device_ids: Sequence[int], host_root: Path = Path("/")) -> NpuHost:
+    """Device nodes /dev/davinci<N> for each id plus davinci_manager, devmm_svm, hisi_hdc; the
+    driver folder and /usr/local/dcmi read-only; npu-smi from /usr/local/bin or /usr/local/sbin
+    (whichever exists) read-only at /usr/local/bin/npu-smi. Device nodes and the driver folder
+    are required (listed in `missing` when absent); dcmi and npu-smi are mounted when present."""
+    if not device_ids:
+        raise PcbError("no NPU device id given: use for example --device 0")
+    for device_id in device_ids:
+        if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
+            raise PcbError(f"NPU device id {device_id!r} is not a non-negative integer")
+
+    def exists(path: str) -> bool:
+        return (host_root / path.lstrip("/")).exists()
+
+    devices = tuple(f"/dev/davinci{i}" for i in sorted(set(device_ids))) + NPU_COMMON_DEVICES
+    missing = [device for device in devices if not exists(device)]
+    mounts = [Mount(NPU_DRIVER, NPU_DRIVER, read_only=True)]
+    if not exists(NPU_DRIVER):
+        missing.append(NPU_DRIVER)
+    if exists(NPU_DCMI):
+        mounts.append(Mount(NPU_DCMI, NPU_DCMI, read_only=True))
+    for candidate in NPU_SMI_CANDIDATES:
+        if exists(candidate):
+            mounts.append(Mount(candidate, NPU_SMI_TARGET, read_only=True))
+            break
+    gid = None
+    manager = host_root / NPU_COMMON_DEVICES[0].lstrip("/")
+    if manager.exists():
+        gid = manager.stat().st_gid
+    return NpuHost(devices, tuple(mounts), tuple(missing), gid)
+
+
+def npu_missing_message(missing: Sequence[str], device_ids: Sequence[int]) -> str:
+    ids = ",".join(str(i) for i in device_ids)
+    return (
+        f"the NPU stage needs these on the host, which are missing: {', '.join(missing)}. "
+        "Install the Ascend driver and firmware (`npu-smi info` should list the chips), and "
+        f"choose device ids that exist (asked for: {ids}; `ls /dev/davinci*` shows them); "
+        "or run a CPU stage instead."
+    )
+
+
+def gpu_request(gpus: GpuSelection) -> GpuRequest | None:
+    """None: no GPU; an int: that many (-1: all); strings: those device ids / UUIDs."""
+    if gpus is None:
+        return None
+    if isinstance(gpus, bool):
+        raise PcbError(f"GPU selection {gpus!r}: give a count or device ids")
+    if isinstance(gpus, int):
+        if gpus == 0 or gpus < -1:
+            raise PcbError(f"GPU count {gpus}: give a positive count, or -1 for all")
+        return GpuRequest(count=gpus)
+    ids = tuple(str(g) for g in gpus)
+    if not ids:
+        raise PcbError("empty GPU device id list: give ids such as 0,1 or leave it out")
+    return GpuRequest(device_ids=ids)
+
+
+# ---- the spec --------------------------------------------------------------------------------
+
+
+def build_spec(
+    call: StageCall,
+    image: str,
+    roots: Roots,
+    *,
+    uid: int | None = None,
+    gid: int | None = None,
+    host_root: Path = Path("/"),
+    require_npu: bool = True,
+) -> ContainerSpec:
+    """The container spec of one stage call.
+
+    data/ is mounted read-only at /data (read-write when the call writes data: demo-data),
+    results/ read-write at /results; Path arguments are rewritten to those mounts. The
+    container runs as uid:gid (default: the caller's), so what it writes is the caller's. The
+    network is "none" unless the call needs one. NPU device ids and GPUs come from the call.
+    With `require_npu`, missing Ascend host files raise PcbError (a pre-flight check).
+    """
+    uid = os.getuid() if uid is None else uid
+    gid = os.getgid() if gid is None else gid
+    mounts = [
+        Mount(str(roots.data), DATA_TARGET, read_only=not call.writes_data),
+        Mount(str(roots.results), RESULTS_TARGET, read_only=False),
+    ]
+    devices: tuple[str, ...] = ()
+    group_add: list[str] = []
+    environment = {**BASE_ENVIRONMENT, **call.env}
+    if call.npu_devices:
+        npu = npu_host(call.npu_devices, host_root)
+        if npu.missing and require_npu:
+            raise PcbError(npu_missing_message(npu.missing, call.npu_devices))
+        devices = npu.devices
+        mounts += npu.mounts
+        if npu.device_gid is not None and npu.device_gid != gid and uid != 0:
+            group_add.append(str(npu.device_gid))
+        # atc / ais_bench logs: somewhere writable whatever the uid.
+        environment.setdefault("ASCEND_PROCESS_LOG_PATH", "/tmp/ascend-log")
+    return ContainerSpec(
+        image=image,
+        command=container_argv(call, roots),
+        mounts=tuple(mounts),
+        devices=devices,
+        user=f"{uid}:{gid}",
+        group_add=tuple(group_add),
+        environment=environment,
+        network="bridge" if call.needs_network else "none",
+        gpus=gpu_request(call.gpus),
+        labels={"pcb.stage": call.stage, "pcb.image": call.image},
+        stage=call.stage,
+    )

