@@ -145,9 +145,16 @@ def cmd_perf(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import write_report
+    from .report import write_comparison
 
-    write_report(RunLayout(args.run))
+    write_comparison(
+        args.run,
+        out=args.out,
+        show=args.show,
+        ratios=args.ratios,
+        force=args.force,
+        plots=not args.no_plots,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,8 +229,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quiet(perf)
     perf.set_defaults(func=cmd_perf)
 
-    report = stages.add_parser("report", help="<run>/report.json, report.md and a terminal table")
-    _add_run(report)
+    report = stages.add_parser(
+        "report",
+        help="one or more runs -> comparison.{md,csv,json}, throughput.png, cmc.png and tables",
+    )
+    report.add_argument(
+        "--run",
+        type=Path,
+        action="append",
+        required=True,
+        help="run folder, from this host or copied from another; repeat to compare several",
+    )
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: the run folder for one run, results/comparison for several)",
+    )
+    report.add_argument(
+        "--show",
+        choices=["latest", "all"],
+        default="latest",
+        help="a platform and batch measured by several runs: show the latest, or each in its "
+        "own column (both are kept in comparison.json either way)",
+    )
+    report.add_argument(
+        "--ratios",
+        default=None,
+        help="ratio columns A/B,C/D over platform names or published columns, e.g. "
+        "Ascend310P3-aoe/T4-trt-fp16,310P_aoe/T4 (default: every NPU over every GPU measured)",
+    )
+    report.add_argument(
+        "--force",
+        action="store_true",
+        help="compare runs of different checkpoints or datasets anyway (the report says so)",
+    )
+    report.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     report.set_defaults(func=cmd_report)
     return parser
 
