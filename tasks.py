@@ -6,13 +6,10 @@ containers unless --local (or `executor: local`).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from invoke import Exit, task
 
 from pcb.errors import PcbError
-from pcb.orchestration.pipeline import full_pipeline, stage_call
+from pcb.orchestration.pipeline import full_pipeline, report_call, stage_call
 from pcb.orchestration.settings import Settings, settings_from_config
 from pcb.orchestration.stage import StageCall, run_local
 
@@ -37,28 +34,23 @@ def _settings(c, **overrides) -> Settings:
     return settings_from_config(config, **overrides)
 
 
-def _base_image(settings: Settings) -> str | None:
-    if settings.base_image == "offline":
-        from pcb.orchestration.base_image import ensure_base_image
-
-        return ensure_base_image().tag
-    return settings.base_image or None
-
-
-def _ca_bundle(settings: Settings) -> Path | None:
-    path = settings.ca_bundle or os.environ.get("PIP_CERT", "")
-    return Path(path) if path and Path(path).is_file() else None
-
-
 def _build(settings: Settings, images: list[str], force: bool = False) -> None:
+    from pcb.orchestration.build_inputs import (
+        resolve_base_image,
+        resolve_ca_bundle,
+        resolve_wheels,
+    )
+    from pcb.orchestration.docker_executor import connect
     from pcb.orchestration.images import build_images, describe
 
+    client = connect()
     results = build_images(
         images,
-        base_image=_base_image(settings),
-        wheels=Path(settings.wheels) if settings.wheels else None,
+        client=client,
+        base_image=resolve_base_image(settings.base_image, client, images),
+        wheels=resolve_wheels(settings.wheels),
         index_url=settings.index_url or None,
-        ca_bundle=_ca_bundle(settings),
+        ca_bundle=resolve_ca_bundle(settings.ca_bundle),
         force=force,
         quiet=settings.quiet,
     )
@@ -115,7 +107,7 @@ def base_image(c, force=False):
     iterable=["image"],
     help={
         "image": "export, runtime, cann or tensorrt; repeatable (default: export and runtime)",
-        "base_image": '"offline" (the debootstrap base) or an image name for export/runtime',
+        "base_image": 'export/runtime base: "auto", "offline" (debootstrap) or an image name',
         "wheels": "a folder of wheels to install from, e.g. one holding the torch CPU wheel",
         "index_url": "the package index pip uses inside the build",
         "ca_bundle": "a CA bundle for pip during the build (left in no layer)",
@@ -277,10 +269,40 @@ def perf(
     )
 
 
-@task(help=_help("run", "demo", *STAGE_FLAGS))
-def report(c, run=None, demo=False, local=False, print_docker=False):
-    """Write <run>/report.json and report.md and print the tables."""
-    _stage(c, "report", print_docker, run=run, demo=demo, local=local)
+@task(
+    iterable=["runs"],
+    help=_help(
+        "run",
+        "demo",
+        *STAGE_FLAGS,
+        runs="a run to compare: a name under results/ or a folder (repeat for several)",
+        out="output folder (default: the run folder, or results/comparison for several)",
+        show="latest (default) or all, for a platform and batch measured twice",
+        ratios="ratio columns, e.g. Ascend310P3-aoe/T4-trt-fp16,310P_aoe/T4",
+        force="compare runs of different checkpoints or datasets anyway",
+        no_plots="skip the PNG figures",
+    ),
+)
+def report(
+    c,
+    run=None,
+    demo=False,
+    runs=None,
+    out=None,
+    show=None,
+    ratios=None,
+    force=False,
+    no_plots=False,
+    local=False,
+    print_docker=False,
+):
+    """Compare one or more runs: tables, comparison.{md,csv,json}, throughput.png, cmc.png."""
+    try:
+        settings = _settings(c, run=run, demo=demo, local=local)
+        call = report_call(settings, tuple(runs or ()), out, show, ratios, force, not no_plots)
+        _execute(settings, [call], print_docker)
+    except PcbError as error:
+        raise Exit(f"error: {error}", code=1) from None
 
 
 @task(

@@ -11,9 +11,10 @@ import numpy as np
 
 from .constants import DEMO_MARKER, FEATURE_BYTES, FEATURE_DIM, SPLITS
 from .errors import PcbError
-from .fileio import atomic_write_json
+from .fileio import atomic_write_json, read_json
 from .layout import RunLayout
 from .metrics import AP_VARIANT, RankingResult, evaluate_ranking, squared_euclidean
+from .provenance import stamp
 
 if TYPE_CHECKING:
     from .dataset import ImageRecord
@@ -159,6 +160,18 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _backend_version(dump_root: Path) -> str | None:
+    """The runtime version the infer stage recorded beside the dumps, when it did."""
+    for split in SPLITS:
+        try:
+            record = read_json(dump_root.parent / f"{split}.json")
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("backend_version"):
+            return str(record["backend_version"])
+    return None
+
+
 def evaluate_run(
     dataset_root: Path,
     layout: RunLayout,
@@ -202,6 +215,8 @@ def evaluate_run(
         "cmc": [float(v) for v in result.cmc],
         "ap_variant": AP_VARIANT,
         "dumps": str(dump_root),
+        "backend_version": _backend_version(dump_root),
+        **stamp(),
     }
     atomic_write_json(layout.eval_path(backend), summary)
     print(

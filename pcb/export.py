@@ -18,6 +18,7 @@ from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_json
 from .layout import RunLayout
 from .model import PCB
+from .provenance import host_name, utc_now
 
 # Exported and PyTorch features must agree to this; both are unit-norm per stripe.
 PARITY_TOLERANCE = 1e-4
@@ -38,6 +39,8 @@ class ExportRecord:
     onnx_version: str = ""
     onnxruntime_version: str = ""
     python_version: str = platform.python_version()
+    host: str = field(default_factory=host_name)
+    timestamp: str = field(default_factory=utc_now)
 
 
 def onnx_bytes(model: PCB, batch_size: int | None = None, opset: int = OPSET) -> bytes:

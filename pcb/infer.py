@@ -6,7 +6,6 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_json, file_md5, read_json
 from .layout import RunLayout
 from .perf import LatencyStats, PerfRecord, images_per_second, write_perf_records
+from .provenance import host_name, stamp, utc_now
 
 PERF_SEED = 0
 
@@ -97,10 +97,6 @@ def _batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _previous_record(record_path: Path) -> dict[str, Any]:
     if not record_path.is_file():
         return {}
@@ -164,7 +160,8 @@ def run_inference(
             "inferred": len(pending),
             "reused": len(stems) - len(pending),
             "complete": False,
-            "started": _now(),
+            "started": utc_now(),
+            "host": host_name(),
         }
         # Written before the first dump: an interrupted run still says which model made them.
         atomic_write_json(record_path, record)
@@ -173,7 +170,7 @@ def run_inference(
         wall = time.perf_counter() - start
         record.update(
             complete=True,
-            finished=_now(),
+            finished=utc_now(),
             wall_s=round(wall, 3),
             # End to end: file reads, inference and atomic writes, as the guide's [e2e] line.
             images_per_s=round(len(pending) / wall, 3) if pending and wall > 0 else None,
@@ -310,6 +307,7 @@ def run_perf(
                     "model_md5": model_md5,
                     "input": f"random normal, seed {PERF_SEED}",
                     "python": sys.version.split()[0],
+                    **stamp(),
                 },
             )
         )

@@ -1,6 +1,6 @@
 """The executor and the builds against the real Docker engine (marked `docker`).
 
-They need a running engine (`bash .ci/docker-setup`) and the runtime image
+They need a running engine (`bash scripts/setup-docker`) and the runtime image
 (`invoke base-image` then `invoke build --image runtime --base-image <tag>`); without either
 they are skipped, saying which is missing. The reproducibility test also rebuilds the runtime
 image without Docker's cache (about a minute, with access to the package index).

@@ -350,7 +350,7 @@ def test_daemon_unreachable(monkeypatch: pytest.MonkeyPatch):
         docker_executor.connect(timeout=2)
     message = str(error.value)
     assert "cannot reach the Docker engine at unix:///nonexistent/docker.sock" in message
-    assert "systemctl start docker" in message and ".ci/docker-setup" in message
+    assert "systemctl start docker" in message and "scripts/setup-docker" in message
     assert "--local" in message
 
 

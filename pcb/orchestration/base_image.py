@@ -97,7 +97,7 @@ def _check_host() -> None:
     if shutil.which("debootstrap") is None:
         raise PcbError(
             "debootstrap is not installed: `sudo apt-get install debootstrap` "
-            "(or run `sudo bash .ci/docker-setup`, which installs it)"
+            "(or run `sudo bash scripts/setup-docker`, which installs it)"
         )
     if hasattr(os, "geteuid") and os.geteuid() != 0:
         raise PcbError(

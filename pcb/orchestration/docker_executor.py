@@ -24,7 +24,7 @@ from .stage import StageCall, run_local
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 START_ENGINE_HINT = (
     "Start it: `sudo systemctl start docker` (or, as root on a machine without systemd, "
-    "`bash .ci/docker-setup`, which installs and starts it); if it runs but you may not use "
+    "`bash scripts/setup-docker`, which installs and starts it); if it runs but you may not use "
     "it, add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in "
     "again). Or run the stage on this host with --local."
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .settings import DEMO_DIR, Settings
 from .stage import StageCall
 
@@ -95,8 +97,43 @@ def stage_call(stage: str, settings: Settings) -> StageCall:
             ),
         )
     if stage == "report":
-        return StageCall(stage, "runtime", ("--run", run))
+        return report_call(settings)
     raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+
+
+def report_call(
+    settings: Settings,
+    runs: tuple[str, ...] = (),
+    out: str | None = None,
+    show: str | None = None,
+    ratios: str | None = None,
+    force: bool = False,
+    plots: bool = True,
+) -> StageCall:
+    """The report over one or more runs: names under results/ or folder paths."""
+    folders = [_run_folder(settings, run) for run in runs] or [settings.run_dir]
+    args: list = []
+    for folder in folders:
+        args += ["--run", folder]
+    if out is None and len(folders) > 1:
+        # Given explicitly so that it lands under results/, which the container mounts.
+        out = str(settings.results_dir / "comparison")
+    if out is not None:
+        args += ["--out", Path(out)]
+    if show:
+        args += ["--show", show]
+    if ratios:
+        args += ["--ratios", ratios]
+    if force:
+        args.append("--force")
+    if not plots:
+        args.append("--no-plots")
+    return StageCall("report", "runtime", tuple(args))
+
+
+def _run_folder(settings: Settings, run: str) -> Path:
+    path = Path(run)
+    return path if len(path.parts) > 1 or path.is_absolute() else settings.results_dir / run
 
 
 def full_pipeline(settings: Settings) -> list[StageCall]:

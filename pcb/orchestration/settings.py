@@ -34,10 +34,10 @@ class Settings:
     perf_warmup: int = 1
     perf_iterations: int = 5
     executor: str = "docker"
-    # Image builds: "" = each Dockerfile's pinned default base; "offline" = the Debian base
-    # `invoke base-image` makes without a registry; anything else = that image.
-    base_image: str = ""
-    # A folder of wheels served to the builds as find-links (e.g. a local torch CPU wheel).
+    # Image builds (see build_inputs.py): "auto" = the pinned default base if it can be had,
+    # else the Debian base `invoke base-image` makes without a registry; "offline" = that base.
+    base_image: str = "auto"
+    # A folder of wheels served to the builds as find-links; "" = $PIP_FIND_LINKS if local.
     wheels: str = ""
     index_url: str = ""
     # A CA bundle pip needs during builds; "" = $PIP_CERT if set. Never left in an image.

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Union
 
 from ..errors import PcbError
+from ..provenance import HOST_ENV, host_name
 from .stage import StageCall
 
 DATA_TARGET = "/data"
@@ -302,7 +303,8 @@ def build_spec(
     ]
     devices: tuple[str, ...] = ()
     group_add: list[str] = []
-    environment = {**BASE_ENVIRONMENT, **call.env}
+    # PCB_HOST: records name the machine that measured, not the container id.
+    environment = {**BASE_ENVIRONMENT, HOST_ENV: host_name(), **call.env}
     if call.npu_devices:
         npu = npu_host(call.npu_devices, host_root)
         if npu.missing and require_npu:

@@ -1,0 +1,74 @@
+"""What an image build uses, resolved from the settings and the host's pip configuration."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import PcbError
+from .images import IMAGES, check_base_available
+
+AUTO = "auto"
+OFFLINE = "offline"
+
+
+def resolve_base_image(setting: str, client: Any, images: list[str]) -> str | None:
+    """The base for the export/runtime builds; None means each Dockerfile's pinned default.
+
+    "auto": the pinned default when it is here or can be pulled, else the Debian base that
+    `invoke base-image` makes without a registry. "offline": that Debian base. Otherwise the
+    image named.
+    """
+    offline_capable = [name for name in images if IMAGES[name].offline_base]
+    if not offline_capable:
+        return None
+    if setting == OFFLINE:
+        return _offline_base(client)
+    if setting != AUTO:
+        return setting or None
+    default = IMAGES[offline_capable[0]].default_base
+    try:
+        check_base_available(client, default, offline_capable[0])
+        return None
+    except PcbError:
+        print(
+            f"note: {default} cannot be pulled here; building FROM the offline Debian base "
+            "instead (set pcb.base_image in invoke.yaml to choose)",
+            file=sys.stderr,
+        )
+        return _offline_base(client)
+
+
+def _offline_base(client: Any) -> str:
+    from .base_image import ensure_base_image
+
+    return ensure_base_image(client).tag
+
+
+def resolve_wheels(setting: str, environ: Mapping[str, str] = os.environ) -> Path | None:
+    """A local wheel folder for the builds: the setting, else the host pip's PIP_FIND_LINKS
+    when that is a local folder (so a host whose pip finds torch there builds the same)."""
+    if setting:
+        path = Path(setting)
+        if not path.is_dir():
+            raise PcbError(f"wheels folder {path} does not exist: set pcb.wheels to a folder")
+        return path
+    for entry in environ.get("PIP_FIND_LINKS", "").split():
+        path = Path(entry.removeprefix("file://"))
+        if path.is_absolute() and path.is_dir():
+            return path
+    return None
+
+
+def resolve_ca_bundle(setting: str, environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The CA bundle pip needs inside builds: the setting, else the host pip's PIP_CERT."""
+    if setting:
+        path = Path(setting)
+        if not path.is_file():
+            raise PcbError(f"CA bundle {path} does not exist: set pcb.ca_bundle to a PEM file")
+        return path
+    cert = environ.get("PIP_CERT", "")
+    return Path(cert) if cert and Path(cert).is_file() else None
