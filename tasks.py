@@ -19,7 +19,13 @@ COMMON_HELP = {
     "print_docker": "print the equivalent `docker run` command lines instead of running",
     "run": "run folder name under results/ (default from invoke.yaml)",
     "quiet": "no progress bars",
+    "chip": "Ascend chip: 310, 310P3, 310B1, ... or auto (npu-smi); adds the NPU stages",
+    "devices": "NPU device ids, e.g. 0 or 0,1,2,3 (throughput on all of them at once)",
+    "aoe": "also AOE-tune the models (the guide's 310P_aoe column; slow, needs an NPU)",
+    "dynamic": "one dynamic-batch model instead of one model per batch size",
+    "dry_run": "print every container and command that would run, in order; run nothing",
 }
+ASCEND_FLAGS = ("chip", "devices", "aoe", "dynamic", "dry_run")
 STAGE_FLAGS = ("local", "print_docker")
 
 
@@ -82,6 +88,33 @@ def _execute(settings: Settings, calls: list[StageCall], print_docker: bool = Fa
         run_in_container(
             call, data_dir=settings.data_dir, results_dir=settings.results_dir, client=client
         )
+
+
+def _run_calls(
+    settings: Settings, calls: list[StageCall], print_docker: bool = False, dry_run: bool = False
+) -> None:
+    """Print the plan (--dry-run), or check every NPU stage's host files before the first
+    stage runs, then run them."""
+    from pcb.orchestration.plan import check_npu_hosts, describe_plan
+
+    if dry_run:
+        print("\n".join(describe_plan(calls, settings)))
+        return
+    if not print_docker:
+        check_npu_hosts(calls)
+    _execute(settings, calls, print_docker)
+
+
+def _ascend_settings(c, **overrides) -> Settings:
+    """Settings with --chip auto resolved on this host (npu-smi); flags given as False leave
+    invoke.yaml's value."""
+    from pcb.orchestration.plan import resolve_auto_chip
+
+    for flag in ("aoe", "dynamic"):
+        if overrides.get(flag) is False:
+            overrides[flag] = None
+    settings = _settings(c, **overrides)
+    return resolve_auto_chip(settings) if settings.chip else settings
 
 
 def _stage(c, stage: str, print_docker: bool = False, **overrides) -> None:
@@ -311,6 +344,7 @@ def report(
         "run",
         "quiet",
         *STAGE_FLAGS,
+        *ASCEND_FLAGS,
         dataset="Market-1501 root",
         checkpoint="checkpoint file",
         batch_sizes="perf batch sizes, e.g. 1,4,8,16,32,64",
@@ -328,14 +362,21 @@ def full(
     quiet=False,
     local=False,
     print_docker=False,
+    chip=None,
+    devices=None,
+    aoe=False,
+    dry_run=False,
+    dynamic=False,
 ):
     """Every stage in order: [demo-data,] export, preprocess, infer, evaluate, perf, report.
 
-    With the docker executor the images the stages need are built first (an image whose
-    content is unchanged is not rebuilt).
+    With --chip (docs/ascend.md): export, preprocess, convert (atc), ais_bench inference and
+    evaluation, the onnxruntime reference, parity, ais_bench throughput, report. With the
+    docker executor the images the stages need are built first (an image whose content is
+    unchanged is not rebuilt); --dry-run only prints what would run.
     """
     try:
-        settings = _settings(
+        settings = _ascend_settings(
             c,
             demo=demo,
             dataset=dataset,
@@ -345,10 +386,169 @@ def full(
             perf_iterations=iterations,
             quiet=quiet,
             local=local,
+            chip=chip,
+            devices=devices,
+            aoe=aoe,
+            dynamic=dynamic,
         )
         calls = full_pipeline(settings)
+        if dry_run:
+            _run_calls(settings, calls, dry_run=True)
+            return
+        if not print_docker:
+            from pcb.orchestration.plan import check_npu_hosts
+
+            # Before building images or running hours of CPU stages.
+            check_npu_hosts(calls)
         if settings.executor == "docker" and not print_docker:
             _build(settings, sorted({call.image for call in calls}))
         _execute(settings, calls, print_docker)
+    except PcbError as error:
+        raise Exit(f"error: {error}", code=1) from None
+
+
+@task(
+    help=_help(
+        "run",
+        "demo",
+        "quiet",
+        *STAGE_FLAGS,
+        *ASCEND_FLAGS,
+        batch_sizes="one model per batch size, e.g. 1,4,8,16,32,64",
+    )
+)
+def convert(
+    c,
+    run=None,
+    demo=False,
+    chip=None,
+    batch_sizes=None,
+    devices=None,
+    aoe=False,
+    dry_run=False,
+    dynamic=False,
+    quiet=False,
+    local=False,
+    print_docker=False,
+):
+    """Convert <run>/model/pcb.onnx to .om models with atc (and AOE) in the cann image."""
+    from pcb.orchestration.ascend_stages import convert_call
+
+    try:
+        settings = _ascend_settings(
+            c,
+            run=run,
+            demo=demo,
+            chip=chip,
+            batch_sizes=batch_sizes,
+            devices=devices,
+            aoe=aoe,
+            dynamic=dynamic,
+            quiet=quiet,
+            local=local,
+        )
+        # The batch sizes asked for, else every one the pipeline loads (perf and infer).
+        sizes = list(settings.batch_sizes) if batch_sizes else None
+        _run_calls(settings, [convert_call(settings, sizes)], print_docker, dry_run)
+    except PcbError as error:
+        raise Exit(f"error: {error}", code=1) from None
+
+
+@task(
+    help=_help(
+        "run",
+        "demo",
+        *STAGE_FLAGS,
+        "dry_run",
+        backend="the backend to compare, e.g. Ascend310P3-ais_bench (default: --chip's)",
+        chip="the chip whose ais_bench dumps to compare",
+        threshold="count images below this cosine similarity (default 0.99)",
+    )
+)
+def parity(
+    c,
+    backend=None,
+    chip=None,
+    threshold=None,
+    run=None,
+    demo=False,
+    local=False,
+    print_docker=False,
+    dry_run=False,
+):
+    """A backend's per-image features against onnxruntime's: cosine and top-1 difference."""
+    from pcb.orchestration.ascend_stages import npu_backend, parity_call
+
+    try:
+        settings = _ascend_settings(
+            c, run=run, demo=demo, chip=chip, parity_threshold=threshold, local=local
+        )
+        name = backend or npu_backend(settings)
+        _run_calls(settings, [parity_call(settings, name)], print_docker, dry_run)
+    except PcbError as error:
+        raise Exit(f"error: {error}", code=1) from None
+
+
+@task(
+    help=_help(
+        "run",
+        *STAGE_FLAGS,
+        "dry_run",
+        from_="the benchmark tool's result/ folder (under data/ or results/)",
+        chip="the chip it ran on (default 310)",
+        batch_size="import only this batch size's perf files",
+        chips_per_card="chips per card for the per-card figure (default: 4 for a 310, else 1)",
+        dataset="Market-1501 root, to evaluate the imported dumps",
+        no_evaluate="import only: no evaluate, parity or report",
+    )
+)
+def import_results(
+    c,
+    from_,
+    run=None,
+    chip=None,
+    batch_size=None,
+    chips_per_card=None,
+    dataset=None,
+    no_evaluate=False,
+    local=False,
+    print_docker=False,
+    dry_run=False,
+):
+    """Bring results made by hand with the guide's commands (the old benchmark tool) into a
+    run, then evaluate its dumps, compare them with onnxruntime's and report."""
+    from pathlib import Path
+
+    from pcb.ascend.import_results import has_dump_folders
+    from pcb.orchestration.ascend_stages import (
+        evaluate_call,
+        import_results_call,
+        parity_call,
+    )
+    from pcb.orchestration.pipeline import report_call
+
+    try:
+        settings = _settings(c, run=run, chip=chip, dataset=dataset, local=local)
+        source = Path(from_)
+        calls = [
+            import_results_call(
+                settings,
+                source,
+                None if batch_size is None else int(batch_size),
+                None if chips_per_card is None else int(chips_per_card),
+            )
+        ]
+        if not no_evaluate:
+            from pcb.ascend.chips import backend_key
+            from pcb.orchestration.ascend_stages import import_chip
+
+            key = backend_key(import_chip(settings), "benchmark")
+            if has_dump_folders(source):
+                calls.append(evaluate_call(settings, key))
+                # Parity needs the onnxruntime evaluation of the same run.
+                if (settings.run_dir / "eval" / "onnxruntime.json").is_file():
+                    calls.append(parity_call(settings, key))
+            calls.append(report_call(settings))
+        _run_calls(settings, calls, print_docker, dry_run)
     except PcbError as error:
         raise Exit(f"error: {error}", code=1) from None

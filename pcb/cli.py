@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,8 +74,64 @@ def _add_dataset(parser: argparse.ArgumentParser) -> None:
 
 def _add_backend(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--backend", default="onnxruntime", choices=["onnxruntime"], help="inference backend"
+        "--backend",
+        default="onnxruntime",
+        choices=["onnxruntime", "ais_bench"],
+        help="inference backend (ais_bench: an Ascend NPU, needs --chip)",
     )
+
+
+def backend_name(text: str) -> str:
+    """A backend's dump / record name: onnxruntime, Ascend310P3-ais_bench, ..."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
+        raise argparse.ArgumentTypeError(
+            f"backend name {text!r}: letters, digits, '_', '.' and '-' only, e.g. "
+            "onnxruntime or Ascend310P3-ais_bench"
+        )
+    return text
+
+
+def chip_arg(text: str) -> str:
+    from .ascend.chips import normalize_chip
+
+    try:
+        return normalize_chip(text)
+    except PcbError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def devices_arg(text: str) -> tuple[int, ...]:
+    from .ascend.chips import parse_devices
+
+    try:
+        return parse_devices(text)
+    except PcbError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_chip(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument(
+        "--chip",
+        type=chip_arg,
+        required=required,
+        default=None,
+        help="Ascend chip, the Name column of `npu-smi info` (310, 310P3, 310B1, ...) or auto",
+    )
+
+
+def _add_model_variant(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--aoe", action="store_true", help="ais_bench: the AOE-tuned model pcb_bs<N>_aoe.om"
+    )
+    parser.add_argument(
+        "--dynamic", action="store_true", help="ais_bench: the dynamic-batch model pcb_dynamic.om"
+    )
+
+
+def _require_chip(args: argparse.Namespace) -> str:
+    if not args.chip:
+        raise PcbError(f"--backend {args.backend} needs the chip: add --chip 310P3 (or auto)")
+    return args.chip
 
 
 def _add_quiet(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +170,19 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
+    if args.backend == "ais_bench":
+        from .ascend.npu_infer import ais_infer
+
+        ais_infer(
+            RunLayout(args.run),
+            _require_chip(args),
+            batch_size=args.batch_size,
+            device=args.device,
+            aoe=args.aoe,
+            dynamic=args.dynamic,
+            quiet=args.quiet,
+        )
+        return
     from .infer import run_inference
 
     run_inference(
@@ -131,6 +201,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_perf(args: argparse.Namespace) -> None:
+    if args.backend == "ais_bench":
+        from .ascend.npu_perf import ais_perf
+
+        ais_perf(
+            RunLayout(args.run),
+            _require_chip(args),
+            args.batch_sizes,
+            devices=args.devices,
+            loop=args.iterations,
+            warmup=args.warmup,
+            aoe=args.aoe,
+            dynamic=args.dynamic,
+            quiet=args.quiet,
+        )
+        return
     from .infer import run_perf
 
     run_perf(
@@ -142,6 +227,56 @@ def cmd_perf(args: argparse.Namespace) -> None:
         threads=args.threads,
         quiet=args.quiet,
     )
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from .ascend.convert import convert_models
+    from .ascend.npu_smi import resolve_chip
+
+    convert_models(
+        RunLayout(args.run),
+        resolve_chip(args.chip, [args.device]),
+        args.batch_sizes,
+        dynamic=args.dynamic,
+        aoe=args.aoe,
+        device=args.device,
+        force=args.force,
+        quiet=args.quiet,
+    )
+
+
+def cmd_parity(args: argparse.Namespace) -> None:
+    from .parity import run_parity
+
+    run_parity(
+        RunLayout(args.run),
+        args.backend,
+        reference=args.reference,
+        threshold=args.threshold,
+        dumps=args.dumps,
+    )
+
+
+def cmd_import_results(args: argparse.Namespace) -> None:
+    from .ascend.import_results import import_results
+
+    import_results(
+        args.source,
+        RunLayout(args.run),
+        chip=args.chip,
+        batch_size=args.batch_size,
+        chips_per_card=args.chips_per_card,
+    )
+
+
+def threshold_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
+    return value
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -199,13 +334,24 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument(
         "--threads", type=non_negative_int, default=0, help="intra-op threads (0 = all cores)"
     )
+    _add_chip(infer)
+    infer.add_argument(
+        "--device", type=non_negative_int, default=0, help="ais_bench: the NPU device id"
+    )
+    _add_model_variant(infer)
     _add_quiet(infer)
     infer.set_defaults(func=cmd_infer)
 
     evaluate = stages.add_parser("evaluate", help="dumps -> CMC top-1/5/10 and mAP")
     _add_dataset(evaluate)
     _add_run(evaluate)
-    _add_backend(evaluate)
+    evaluate.add_argument(
+        "--backend",
+        type=backend_name,
+        default="onnxruntime",
+        help="whose dumps: onnxruntime, or a name the infer stage printed, e.g. "
+        "Ascend310P3-ais_bench",
+    )
     evaluate.add_argument(
         "--dumps",
         type=Path,
@@ -226,8 +372,83 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--warmup", type=non_negative_int, default=1, help="untimed batches")
     perf.add_argument("--iterations", type=positive_int, default=5, help="timed batches")
     perf.add_argument("--threads", type=non_negative_int, default=0)
+    _add_chip(perf)
+    perf.add_argument(
+        "--devices",
+        type=devices_arg,
+        default=(0,),
+        help="ais_bench: NPU device ids timed at the same time, e.g. 0 or 0,1,2,3",
+    )
+    _add_model_variant(perf)
     _add_quiet(perf)
     perf.set_defaults(func=cmd_perf)
+
+    convert = stages.add_parser(
+        "convert", help="pcb.onnx -> model/om/pcb_bs<N>.om per batch size (atc; Ascend)"
+    )
+    _add_run(convert)
+    _add_chip(convert, required=True)
+    convert.add_argument(
+        "--batch-sizes",
+        type=parse_batch_sizes,
+        default=list(DEFAULT_BATCH_SIZES),
+        help="one model per batch size (the gears of --dynamic), default 1,4,8,16,32,64",
+    )
+    convert.add_argument(
+        "--dynamic", action="store_true", help="one dynamic-batch model pcb_dynamic.om instead"
+    )
+    convert.add_argument(
+        "--aoe", action="store_true", help="also AOE-tune each one: pcb_bs<N>_aoe.om (needs an NPU)"
+    )
+    convert.add_argument("--device", type=non_negative_int, default=0, help="the NPU AOE tunes on")
+    convert.add_argument("--force", action="store_true", help="convert even when up to date")
+    _add_quiet(convert)
+    convert.set_defaults(func=cmd_convert)
+
+    parity = stages.add_parser(
+        "parity", help="a backend's features vs onnxruntime's: cosine and top-1 difference"
+    )
+    _add_run(parity)
+    parity.add_argument(
+        "--backend", type=backend_name, required=True, help="e.g. Ascend310P3-ais_bench"
+    )
+    parity.add_argument("--reference", type=backend_name, default="onnxruntime")
+    parity.add_argument(
+        "--threshold",
+        type=threshold_arg,
+        default=0.99,
+        help="count the images whose cosine similarity is below this (default 0.99)",
+    )
+    parity.add_argument(
+        "--dumps", type=Path, default=None, help="the backend's dump folder, if not the run's"
+    )
+    parity.set_defaults(func=cmd_parity)
+
+    imported = stages.add_parser(
+        "import-results",
+        help="the old benchmark tool's perf files and dumps (the guide's commands) -> a run",
+    )
+    imported.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        required=True,
+        help="the tool's result/ folder (or the folder holding it)",
+    )
+    _add_run(imported)
+    imported.add_argument(
+        "--chip", type=chip_arg, default="310", help="the chip it ran on (default 310)"
+    )
+    imported.add_argument(
+        "--batch-size", type=positive_int, default=None, help="import this batch size's files only"
+    )
+    imported.add_argument(
+        "--chips-per-card",
+        type=positive_int,
+        default=None,
+        help="for the per-card figure (default: 4 for a 310, else 1; 2 for an Atlas 300I Duo)",
+    )
+    imported.set_defaults(func=cmd_import_results)
 
     report = stages.add_parser(
         "report",

@@ -98,6 +98,10 @@ def stage_call(stage: str, settings: Settings) -> StageCall:
         )
     if stage == "report":
         return report_call(settings)
+    from .ascend_stages import ASCEND_STAGES, ascend_stage_call
+
+    if stage in ASCEND_STAGES[:2]:  # convert, parity; import-results needs its folder
+        return ascend_stage_call(stage, settings)
     raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
 
 
@@ -137,6 +141,11 @@ def _run_folder(settings: Settings, run: str) -> Path:
 
 
 def full_pipeline(settings: Settings) -> list[StageCall]:
-    """Every stage `invoke full` runs; demo-data only for a demo run."""
+    """Every stage `invoke full` runs; demo-data only for a demo run; with a chip, the Ascend
+    stages too (ascend_stages.ascend_pipeline)."""
+    if settings.chip:
+        from .ascend_stages import ascend_pipeline
+
+        return ascend_pipeline(settings)
     stages = STAGES if settings.demo else STAGES[1:]
     return [stage_call(stage, settings) for stage in stages]

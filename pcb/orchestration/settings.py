@@ -43,6 +43,15 @@ class Settings:
     # A CA bundle pip needs during builds; "" = $PIP_CERT if set. Never left in an image.
     ca_bundle: str = ""
     quiet: bool = False
+    # Ascend (docs/ascend.md): "" = no NPU stages; a chip (310, 310P3, ...) or "auto" adds
+    # convert, ais_bench inference, parity and ais_bench throughput to `invoke full`.
+    chip: str = ""
+    devices: tuple[int, ...] = (0,)
+    aoe: bool = False
+    dynamic: bool = False
+    npu_loop: int = 100
+    npu_warmup: int = 5
+    parity_threshold: float = 0.99
 
     @property
     def run_dir(self) -> Path:
@@ -57,8 +66,8 @@ class Settings:
 
 _PATHS = {"data_dir", "dataset", "checkpoint", "results_dir"}
 _INT_TUPLES = {"batch_sizes", "static_batch_sizes"}
-_POSITIVE = {"infer_batch_size", "perf_iterations", "demo_identities"}
-_NON_NEGATIVE = {"threads", "workers", "perf_warmup"}
+_POSITIVE = {"infer_batch_size", "perf_iterations", "demo_identities", "npu_loop"}
+_NON_NEGATIVE = {"threads", "workers", "perf_warmup", "npu_warmup"}
 EXECUTORS = ("local", "docker")
 
 
@@ -69,6 +78,51 @@ def _as_int(key: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: expected an integer >= {minimum}")
     return value
+
+
+def _chip(key: str, value: Any) -> str:
+    from ..ascend.chips import normalize_chip
+
+    if value is None or str(value).strip() == "":
+        return ""
+    try:
+        return normalize_chip(str(value))
+    except PcbError as error:
+        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+
+
+def _devices(key: str, value: Any) -> tuple[int, ...]:
+    from ..ascend.chips import parse_devices
+
+    try:
+        return parse_devices(value)
+    except PcbError as error:
+        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: expected true or false")
+
+
+def _fraction(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not 0.0 < number <= 1.0:
+        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: expected a number in (0, 1]")
+    return number
+
+
+_ASCEND = {
+    "chip": _chip,
+    "devices": _devices,
+    "aoe": _bool,
+    "dynamic": _bool,
+    "parity_threshold": _fraction,
+}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -85,6 +139,8 @@ def _coerce(key: str, value: Any) -> Any:
         return _as_int(key, value, 1)
     if key in _NON_NEGATIVE:
         return _as_int(key, value, 0)
+    if key in _ASCEND:
+        return _ASCEND[key](key, value)
     if key == "executor" and value not in EXECUTORS:
         raise PcbError(f"invoke.yaml: pcb.executor = {value!r}: expected one of {EXECUTORS}")
     return value
@@ -102,4 +158,6 @@ def settings_from_config(config: Mapping[str, Any], **overrides: Any) -> Setting
     values = {key: _coerce(key, value) for key, value in config.items()}
     values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
     settings = Settings(**values)
+    if settings.aoe and settings.dynamic:
+        raise PcbError("pcb.aoe and pcb.dynamic: AOE tunes static models only; choose one")
     return settings.for_demo() if settings.demo else settings

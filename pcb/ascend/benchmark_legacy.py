@@ -1,0 +1,93 @@
+"""The old Ascend `benchmark` tool the guide ran (benchmark.x86_64 / .aarch64): its perf file and
+its dump names. Pure parsing; import_results.py brings a folder of its results into a run.
+
+`result/perf_vision_batchsize_<bs>_device_<d>.txt` (the guide renames it with a query_ /
+gallery_ prefix, and once wrote it `.txt.txt`) holds
+
+    -----------------Performance Summary------------------
+    [e2e] throughputRate: 104.078, latency: 32360.4
+    [data read] throughputRate: 441.807, moduleLatency: 2.26343
+    [preprocess] throughputRate: 431.498, moduleLatency: 2.31751
+    [infer] throughputRate: 106.343, Interface throughputRate: 137.422 moduleLatency: 8.68511
+    [post] throughputRate: 106.341, moduleLatency: 9.40375
+
+The guide's figure is the [infer] line's Interface throughputRate, one chip's; the card figure
+of a 310 is that times 4 (four chips per card): 137.422 x 4 = 549.688. Dumps are
+`result/dumpOutput_device<d>/<stem>_1.bin` (outputs numbered from 1).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import PcbError
+
+PERF_FILE = re.compile(
+    r"^(?:(?P<prefix>.*?)_)?perf_vision_batchsize_(?P<batch>\d+)_device_(?P<device>\d+)(?:\.txt)+$"
+)
+DUMP_FOLDER = re.compile(r"^dumpOutput_device(?P<device>\d+)(?:_(?P<split>query|gallery))?$")
+DUMP_SUFFIX = "_1.bin"
+_NUMBER = r"([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)"
+_LINE = re.compile(r"^\s*\[(?P<module>[^\]]+)\]\s*(?P<rest>.*)$")
+_FIELD = re.compile(rf"(?P<name>[A-Za-z][A-Za-z ]*?):\s*{_NUMBER}")
+
+
+@dataclass(frozen=True)
+class PerfFileName:
+    batch_size: int
+    device: int
+    prefix: str  # "query", "gallery", or "" for the tool's own name
+
+
+def parse_perf_file_name(name: str) -> PerfFileName | None:
+    found = PERF_FILE.match(name)
+    if not found:
+        return None
+    return PerfFileName(
+        int(found.group("batch")), int(found.group("device")), found.group("prefix") or ""
+    )
+
+
+@dataclass(frozen=True)
+class LegacyPerf:
+    """The figures of one perf file. Rates are images/s; latencies in ms."""
+
+    interface_rate: float  # [infer] Interface throughputRate: the NPU's own rate, one chip
+    infer_rate: float  # [infer] throughputRate: including the tool's queueing
+    e2e_rate: float | None  # [e2e] throughputRate: the whole pipeline
+    e2e_latency_ms: float | None
+    infer_module_latency_ms: float | None
+    modules: dict  # every [module] line: {field: value}
+
+    def card_rate(self, chips_per_card: int) -> float:
+        """The guide's per-card figure: the chip's Interface throughputRate x chips per card."""
+        if chips_per_card <= 0:
+            raise PcbError(f"chips per card must be positive, got {chips_per_card}")
+        return self.interface_rate * chips_per_card
+
+
+def parse_benchmark_perf(text: str, where: str = "perf file") -> LegacyPerf:
+    modules: dict = {}
+    for line in text.splitlines():
+        found = _LINE.match(line)
+        if not found:
+            continue
+        fields = {m.group("name").strip(): float(m.group(2)) for m in _FIELD.finditer(line)}
+        if fields:
+            modules[found.group("module").strip()] = fields
+    infer = modules.get("infer", {})
+    if "Interface throughputRate" not in infer:
+        raise PcbError(
+            f"{where} has no `[infer] ... Interface throughputRate: N` line: not a perf file of "
+            "the benchmark tool, or the run did not finish (its Performance Summary is missing)"
+        )
+    e2e = modules.get("e2e", {})
+    return LegacyPerf(
+        interface_rate=infer["Interface throughputRate"],
+        infer_rate=infer.get("throughputRate", infer["Interface throughputRate"]),
+        e2e_rate=e2e.get("throughputRate"),
+        e2e_latency_ms=e2e.get("latency"),
+        infer_module_latency_ms=infer.get("moduleLatency"),
+        modules=modules,
+    )

@@ -1,0 +1,331 @@
+"""NPU inference with ais_bench: query and gallery bins -> per-image feature dumps where the
+evaluate stage reads them, `<run>/dumps/<platform>-ais_bench/<split>/<stem>_0.bin`.
+
+ais_bench is given a split's bin folder and a scratch output folder. It sorts the files
+naturally, feeds `batch` files per inference (the model's input is batch x one file) and pads
+the last batch with copies of the first file; it writes into a timestamped folder it creates
+under the output folder, plus `<timestamp>_summary.json` beside it. Recent versions write one
+output per input file (`<stem>_0.bin`, padding skipped); ais_infer before them wrote one file
+per batch, named after the batch's first input. Both are turned into one dump per image here,
+the padding dropped, and the count checked against the split's image list.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..constants import FEATURE_BYTES, INPUT_BYTES, SPLITS
+from ..errors import PcbError
+from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, file_md5, read_json
+from ..infer import infer_record_path, read_stems
+from ..layout import RunLayout
+from ..provenance import host_name, utc_now
+from .ais_bench import (
+    SUMMARY_SUFFIX,
+    AisSummary,
+    ais_bench_command,
+    cross_check,
+    natural_sort,
+    output_name,
+    parse_printed_summary,
+    parse_summary_json,
+    version_text,
+)
+from .chips import backend_key, platform_name
+from .convert import om_record_path, require_om
+from .npu_smi import resolve_chip
+from .tool import run_tool
+
+LISTED = 10
+TENSOR_MISMATCH = "not match"
+
+
+def _listing(items: Sequence[str]) -> str:
+    more = f" and {len(items) - LISTED} more" if len(items) > LISTED else ""
+    return f"{len(items)}: {', '.join(items[:LISTED])}{more}"
+
+
+def scratch_dir(layout: RunLayout, key: str, split: str) -> Path:
+    # Beside the dumps, on the same file system, so that each dump is moved by a rename.
+    return layout.root / "dumps" / key / ".ais_bench" / split
+
+
+def logs_dir(layout: RunLayout, stage: str, key: str) -> Path:
+    return layout.root / "logs" / stage / key
+
+
+def infer_command(
+    layout: RunLayout,
+    om: Path,
+    key: str,
+    split: str,
+    batch_size: int,
+    device: int,
+    dynamic: bool,
+    python: str = "python3",
+) -> list[str]:
+    """The ais_bench command of one split (also what a dry run prints)."""
+    return ais_bench_command(
+        str(om),
+        input_dir=str(layout.bins_dir(split)),
+        output=str(scratch_dir(layout, key, split)),
+        batch_size=batch_size,
+        device=device,
+        dym_batch=batch_size if dynamic else None,
+        display_all_summary=True,
+        python=python,
+    )
+
+
+def dump_name(stem: str) -> str:
+    return f"{stem}_0.bin"
+
+
+def check_bins(bins_dir: Path, stems: Sequence[str]) -> list[str]:
+    """The split's bin names in ais_bench's order; the folder must hold exactly the listed
+    images, since ais_bench infers every .bin it finds there."""
+    if not bins_dir.is_dir():
+        raise PcbError(f"bin folder {bins_dir} not found: run `python -m pcb preprocess` first")
+    present = {e.name for e in os.scandir(bins_dir) if e.is_file() and e.name.endswith(".bin")}
+    wanted = {f"{stem}.bin" for stem in stems}
+    missing, extra = sorted(wanted - present), sorted(present - wanted)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"listed images without a bin {_listing(missing)}")
+        if extra:
+            parts.append(f"bins not in the list {_listing(extra)}")
+        raise PcbError(
+            f"{bins_dir} does not match its image list: {'; '.join(parts)}; re-run "
+            "`python -m pcb preprocess` for this run"
+        )
+    return natural_sort(sorted(present))
+
+
+def _move(source: Path, target: Path) -> None:
+    os.replace(source, target)
+
+
+def collect_dumps(produced: Path, inputs: Sequence[str], files_per_batch: int, dest: Path) -> int:
+    """Move ais_bench's outputs (index 0) from `produced` into `dest` as `<stem>_0.bin`, one
+    per input file, splitting per-batch files; returns how many; PcbError when any input has
+    no output or an output has an unexpected size."""
+    dest.mkdir(parents=True, exist_ok=True)
+    sizes = {e.name: e.stat().st_size for e in os.scandir(produced) if e.is_file()}
+    done: set[str] = set()
+    used: set[str] = set()
+    for name in inputs:
+        source = output_name(name)
+        if sizes.get(source) == FEATURE_BYTES:
+            _move(produced / source, dest / dump_name(name[: -len(".bin")]))
+            done.add(name)
+            used.add(source)
+    batch_bytes = files_per_batch * FEATURE_BYTES
+    for start in range(0, len(inputs), files_per_batch):
+        chunk = inputs[start : start + files_per_batch]
+        source = output_name(chunk[0])
+        if files_per_batch == 1 or source in used or sizes.get(source) != batch_bytes:
+            continue
+        data = (produced / source).read_bytes()
+        # The tail of the last batch is ais_bench's padding (copies of the first file): dropped.
+        for index, name in enumerate(chunk):
+            part = data[index * FEATURE_BYTES : (index + 1) * FEATURE_BYTES]
+            atomic_write_bytes(dest / dump_name(name[: -len(".bin")]), part)
+            done.add(name)
+        (produced / source).unlink()
+        used.add(source)
+    missing = [name for name in inputs if name not in done]
+    if missing:
+        wrong = sorted(
+            f"{n} ({s} bytes)"
+            for n, s in sizes.items()
+            if n.endswith("_0.bin") and n not in used and s not in (FEATURE_BYTES, batch_bytes)
+        )
+        detail = ""
+        if wrong:
+            detail = (
+                f"; outputs of unexpected size {_listing(wrong)} (one image's feature is "
+                f"{FEATURE_BYTES} bytes of float32: half of it means float16 outputs, convert "
+                "without --output_type)"
+            )
+        raise PcbError(
+            f"ais_bench wrote no output for {_listing(missing)} in {produced}{detail}; see its "
+            "output above"
+        )
+    return len(done)
+
+
+def find_output_folder(scratch: Path) -> tuple[Path, Path]:
+    """The folder ais_bench created under its --output (the scratch folder was empty before)
+    and its summary JSON."""
+    folders = sorted(p for p in scratch.iterdir() if p.is_dir())
+    if len(folders) != 1:
+        names = ", ".join(p.name for p in folders) or "none"
+        raise PcbError(
+            f"expected one output folder from ais_bench in {scratch}, found {names}: was "
+            "another ais_bench writing there?"
+        )
+    folder = folders[0]
+    summary = scratch / f"{folder.name}{SUMMARY_SUFFIX}"
+    if not summary.is_file():
+        raise PcbError(
+            f"ais_bench wrote {folder} but no {summary.name} beside it: an ais_bench too old to "
+            "write summaries? Use ais_bench from ais-bench_workload (see docker/README.md)"
+        )
+    return folder, summary
+
+
+def read_summaries(output: str, summary_path: Path, batch_size: int) -> AisSummary:
+    """The JSON summary, once checked against the printed one."""
+    printed = parse_printed_summary(output)
+    try:
+        payload = read_json(summary_path)
+    except (OSError, ValueError) as error:
+        raise PcbError(f"cannot read ais_bench's {summary_path} ({error})") from error
+    from_json = parse_summary_json(payload, str(summary_path))
+    cross_check(printed, from_json, batch_size, where=str(summary_path))
+    return from_json
+
+
+def tool_failure(tool: str, returncode: int, output: str, log_file: Path) -> PcbError:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "[ERROR]" in line or "Error" in line][-3:]
+    detail = " / ".join(errors or lines[-5:]) or "no output"
+    hint = ""
+    if TENSOR_MISMATCH in output and "filesize" in output:
+        hint = (
+            " Hint: a bin's size does not divide the model's input size: the bins must be "
+            f"{INPUT_BYTES} bytes (3 x 384 x 128 float32) and the model's batch must be the one "
+            "asked for; re-run preprocess, or convert for this batch size."
+        )
+    return PcbError(
+        f"{tool} failed with exit status {returncode}: {detail}.{hint} Full output: {log_file}"
+    )
+
+
+def _complete(record_path: Path, model_md5: str, dest: Path, stems: Sequence[str]) -> bool:
+    if not record_path.is_file():
+        return False
+    try:
+        record = read_json(record_path)
+    except (OSError, ValueError):
+        return False
+    if not (record.get("complete") and record.get("model_md5") == model_md5):
+        return False
+    return all(
+        (dest / dump_name(s)).is_file() and (dest / dump_name(s)).stat().st_size == FEATURE_BYTES
+        for s in stems
+    )
+
+
+def ais_infer(
+    layout: RunLayout,
+    chip: str,
+    batch_size: int = 16,
+    device: int = 0,
+    aoe: bool = False,
+    dynamic: bool = False,
+    quiet: bool = False,
+    python: str | None = None,
+) -> dict[str, int]:
+    """Run both splits through the converted model on one NPU; returns images per split."""
+    if batch_size <= 0:
+        raise PcbError(f"batch size must be positive, got {batch_size}")
+    chip = resolve_chip(chip, [device])
+    stems_by_split = {split: read_stems(layout.info_path(split)) for split in SPLITS}
+    inputs_by_split = {
+        split: check_bins(layout.bins_dir(split), stems) for split, stems in stems_by_split.items()
+    }
+    om = require_om(layout, None if dynamic else batch_size, aoe, chip)
+    if dynamic:
+        gears = _gears(om)
+        if gears and batch_size not in gears:
+            raise PcbError(
+                f"{om.name} takes batch sizes {gears}, not {batch_size}: convert with "
+                f"--dynamic --batch-sizes including {batch_size}"
+            )
+    key = backend_key(chip, "ais_bench", aoe, dynamic)
+    model_md5 = file_md5(om)
+    python = python or sys.executable
+    version = version_text(python)
+    logs = logs_dir(layout, "infer", key)
+    counts: dict[str, int] = {}
+    for split in SPLITS:
+        stems, inputs = stems_by_split[split], inputs_by_split[split]
+        dest = layout.dumps_dir(key, split)
+        record_path = infer_record_path(layout, key, split)
+        counts[split] = len(stems)
+        if _complete(record_path, model_md5, dest, stems):
+            print(f"{split}: all {len(stems)} dumps already complete ({key})")
+            continue
+        if dest.is_dir():
+            for old in dest.glob("*.bin"):
+                old.unlink()
+        scratch = scratch_dir(layout, key, split)
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        command = infer_command(layout, om, key, split, batch_size, device, dynamic, python)
+        record: dict[str, Any] = {
+            "backend": "ais_bench",
+            "backend_version": version,
+            "platform": platform_name(chip, aoe, dynamic),
+            "split": split,
+            "model": str(om),
+            "model_md5": model_md5,
+            "batch_size": batch_size,
+            "device": device,
+            "count": len(stems),
+            "complete": False,
+            "started": utc_now(),
+            "host": host_name(),
+            "command": command,
+        }
+        atomic_write_json(record_path, record)
+        print(f"==> {split}: {' '.join(command)}", flush=True)
+        start = time.perf_counter()
+        result = run_tool(
+            command, env={"ASCEND_PROCESS_LOG_PATH": str(logs / "ascend")}, quiet=quiet
+        )
+        wall = time.perf_counter() - start
+        log_file = logs / f"{split}.out"
+        atomic_write_text(log_file, f"$ {' '.join(command)}\n{result.output}")
+        if result.returncode != 0:
+            raise tool_failure("ais_bench", result.returncode, result.output, log_file)
+        folder, summary_path = find_output_folder(scratch)
+        summary = read_summaries(result.output, summary_path, batch_size)
+        shutil.copyfile(summary_path, logs / f"{split}{SUMMARY_SUFFIX}")
+        count = collect_dumps(folder, inputs, batch_size, dest)
+        shutil.rmtree(scratch, ignore_errors=True)
+        record.update(
+            complete=True,
+            finished=utc_now(),
+            inferred=count,
+            wall_s=round(wall, 3),
+            # End to end, as the guide's [e2e] line: file reads, inference, output writes.
+            images_per_s=round(count / wall, 3) if wall > 0 else None,
+            summary=summary.to_dict(),
+        )
+        atomic_write_json(record_path, record)
+        print(f"{split}: {count} dumps in {dest}")
+    scratch_root = layout.root / "dumps" / key / ".ais_bench"
+    if scratch_root.is_dir() and not any(scratch_root.iterdir()):
+        scratch_root.rmdir()
+    print(f"evaluate them with: python -m pcb evaluate --run {layout.root} --backend {key}")
+    return counts
+
+
+def _gears(om: Path) -> list[int]:
+    try:
+        record = read_json(om_record_path(om))
+    except (OSError, ValueError):
+        return []
+    for arg in (record.get("options") or {}).get("args", []):
+        if arg.startswith("--dynamic_batch_size="):
+            return [int(v) for v in arg.split("=", 1)[1].split(",") if v.strip()]
+    return []

@@ -1,0 +1,58 @@
+"""Shared by the Ascend tests: the tool doubles on a subprocess's PATH, a small run folder
+(tiny model, bins, image lists), the fixtures folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_model import make_tiny_model
+
+from pcb.layout import RunLayout
+
+TESTS = Path(__file__).resolve().parent
+FIXTURES = TESTS / "fixtures" / "ascend"
+DOUBLES = TESTS / "doubles" / "ascend"
+
+
+def fixture_text(name: str) -> str:
+    return (FIXTURES / name).read_text(encoding="utf-8")
+
+
+def use_doubles(monkeypatch: pytest.MonkeyPatch, table: str = "npu_smi_310P3_duo.txt") -> None:
+    """atc, aoe, npu-smi and `python -m ais_bench` resolve to the doubles in this process's
+    subprocesses, as the toolkit's set_env.sh makes them resolve to the real tools."""
+    import os
+
+    monkeypatch.setenv("PATH", f"{DOUBLES / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("PYTHONPATH", str(DOUBLES / "python"))
+    monkeypatch.setenv("PCB_DOUBLE_PYTHON", sys.executable)
+    monkeypatch.setenv("NPU_SMI_DOUBLE_TABLE", str(FIXTURES / table))
+    monkeypatch.delenv("ATC_DOUBLE_FAIL", raising=False)
+    monkeypatch.delenv("AIS_BENCH_DOUBLE_PER_BATCH", raising=False)
+    monkeypatch.delenv("PCB_DOUBLE_CHECK_DEVICES", raising=False)
+
+
+def stems(split: str, count: int) -> list[str]:
+    offset = 0 if split == "query" else 100
+    return [f"{i + 1:04d}_c{i % 6 + 1}s1_{offset + i:06d}_00" for i in range(count)]
+
+
+def make_run(root: Path, sizes: dict[str, int] | None = None) -> RunLayout:
+    """A run with the tiny model and random bins + image lists, as export and preprocess
+    would leave it."""
+    sizes = {"query": 5, "gallery": 7} if sizes is None else sizes
+    layout = RunLayout(root)
+    make_tiny_model(layout.onnx_path)
+    rng = np.random.default_rng(0)
+    for split, count in sizes.items():
+        lines = []
+        for index, stem in enumerate(stems(split, count)):
+            path = layout.bins_dir(split) / f"{stem}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rng.standard_normal((3, 384, 128), dtype=np.float32).tofile(path)
+            lines.append(f"{index} bins/{split}/{stem}.bin 64 128")
+        layout.info_path(split).write_text("\n".join(lines) + "\n")
+    return layout
