@@ -24,8 +24,12 @@ COMMON_HELP = {
     "aoe": "also AOE-tune the models (the guide's 310P_aoe column; slow, needs an NPU)",
     "dynamic": "one dynamic-batch model instead of one model per batch size",
     "dry_run": "print every container and command that would run, in order; run nothing",
+    "trt": "add the TensorRT stages: trtexec throughput, GPU accuracy (docs/tensorrt.md)",
+    "gpus": "GPUs for the TensorRT stages: all (default) or ids, e.g. 0 or 0,1",
+    "precision": "TensorRT precision: fp16 (the guide's, default), fp32 or int8 (calibrated)",
 }
 ASCEND_FLAGS = ("chip", "devices", "aoe", "dynamic", "dry_run")
+TRT_FLAGS = ("gpus", "precision")
 STAGE_FLAGS = ("local", "print_docker")
 
 
@@ -345,6 +349,8 @@ def report(
         "quiet",
         *STAGE_FLAGS,
         *ASCEND_FLAGS,
+        "trt",
+        *TRT_FLAGS,
         dataset="Market-1501 root",
         checkpoint="checkpoint file",
         batch_sizes="perf batch sizes, e.g. 1,4,8,16,32,64",
@@ -367,13 +373,17 @@ def full(
     aoe=False,
     dry_run=False,
     dynamic=False,
+    trt=False,
+    gpus=None,
+    precision=None,
 ):
     """Every stage in order: [demo-data,] export, preprocess, infer, evaluate, perf, report.
 
     With --chip (docs/ascend.md): export, preprocess, convert (atc), ais_bench inference and
     evaluation, the onnxruntime reference, parity, ais_bench throughput, report. With the
     docker executor the images the stages need are built first (an image whose content is
-    unchanged is not rebuilt); --dry-run only prints what would run.
+    unchanged is not rebuilt); --dry-run only prints what would run. With --trt
+    (docs/tensorrt.md) the TensorRT stages join, combinable with --chip.
     """
     try:
         settings = _ascend_settings(
@@ -390,6 +400,9 @@ def full(
             devices=devices,
             aoe=aoe,
             dynamic=dynamic,
+            trt=trt or None,  # not given: invoke.yaml's pcb.trt
+            gpus=gpus,
+            trt_precision=precision,
         )
         calls = full_pipeline(settings)
         if dry_run:
@@ -397,9 +410,11 @@ def full(
             return
         if not print_docker:
             from pcb.orchestration.plan import check_npu_hosts
+            from pcb.tensorrt.plan import check_gpu_host
 
             # Before building images or running hours of CPU stages.
             check_npu_hosts(calls)
+            check_gpu_host(calls, settings.executor)
         if settings.executor == "docker" and not print_docker:
             _build(settings, sorted({call.image for call in calls}))
         _execute(settings, calls, print_docker)
@@ -549,6 +564,68 @@ def import_results(
                 if (settings.run_dir / "eval" / "onnxruntime.json").is_file():
                     calls.append(parity_call(settings, key))
             calls.append(report_call(settings))
+        _run_calls(settings, calls, print_docker, dry_run)
+    except PcbError as error:
+        raise Exit(f"error: {error}", code=1) from None
+
+
+@task(
+    help=_help(
+        "run",
+        "demo",
+        "quiet",
+        *STAGE_FLAGS,
+        *TRT_FLAGS,
+        "dry_run",
+        batch_sizes="trtexec batch sizes, e.g. 1,4,8,16,32,64 (default: trt_batch_sizes)",
+        batch_size="GPU inference batch size; its engine is built when trt-perf did not time it",
+        no_accuracy="throughput only: no GPU inference, evaluation or parity",
+    )
+)
+def trt(
+    c,
+    run=None,
+    demo=False,
+    gpus=None,
+    precision=None,
+    batch_sizes=None,
+    batch_size=None,
+    no_accuracy=False,
+    quiet=False,
+    local=False,
+    print_docker=False,
+    dry_run=False,
+):
+    """TensorRT on this host's NVIDIA GPU (docs/tensorrt.md): [int8 calibration,] trtexec
+    throughput per batch size, GPU inference and its evaluation, parity with onnxruntime (when
+    the run has onnxruntime's evaluation), report. Needs an exported, preprocessed run."""
+    from dataclasses import replace
+
+    from pcb.orchestration.pipeline import trt_plan
+    from pcb.tensorrt.plan import check_gpu_host, reference_ready
+
+    try:
+        settings = _settings(
+            c,
+            run=run,
+            demo=demo,
+            gpus=gpus,
+            trt_precision=precision,
+            trt_batch_sizes=batch_sizes,
+            infer_batch_size=batch_size,
+            quiet=quiet,
+            local=local,
+        )
+        plan = replace(
+            trt_plan(settings, parity=reference_ready(settings.run_dir)),
+            accuracy=not no_accuracy,
+        )
+        calls = [*plan.calls(), report_call(settings)]
+        if not (dry_run or print_docker):
+            # Before building images: a host without the NVIDIA runtime stops here, saying so.
+            check_gpu_host(calls, settings.executor)
+            if settings.executor == "docker":
+                _build(settings, sorted({call.image for call in calls}))
         _run_calls(settings, calls, print_docker, dry_run)
     except PcbError as error:
         raise Exit(f"error: {error}", code=1) from None

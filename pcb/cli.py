@@ -487,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     report.set_defaults(func=cmd_report)
+    # TensorRT stages (trt-calibrate, trt-perf, trt-infer): parsers and cmd_ functions live in
+    # pcb/tensorrt/cli.py, so `python -m pcb.tensorrt` and the tests use the very same ones.
+    from .tensorrt.cli import register as register_tensorrt
+
+    register_tensorrt(stages)
     return parser
 
 

@@ -14,6 +14,7 @@ from .base import Backend
 # name -> (module, class); add ais_bench / tensorrt here when they exist.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("pcb.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
+    "tensorrt": ("pcb.tensorrt.trt_backend", "TensorRTBackend"),
 }
 
 KNOWN_BACKENDS: tuple[str, ...] = tuple(_REGISTRY)

@@ -103,8 +103,8 @@ IMAGES: dict[str, ImageDef] = {
             "tensorrt",
             TENSORRT_BASE,
             "3.10",
-            "TensorRT (trtexec, Python bindings): GPU perf",
-            ("perf",),
+            "TensorRT (trtexec, Python bindings): GPU perf, int8 calibration, GPU inference",
+            ("trt-calibrate", "trt-perf", "trt-infer"),
         ),
     )
 }

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .settings import DEMO_DIR, Settings
 from .stage import StageCall
+
+if TYPE_CHECKING:
+    from ..tensorrt.plan import TrtPlan
 
 STAGES = ("demo-data", "export", "preprocess", "infer", "evaluate", "perf", "report")
 
@@ -142,10 +146,41 @@ def _run_folder(settings: Settings, run: str) -> Path:
 
 def full_pipeline(settings: Settings) -> list[StageCall]:
     """Every stage `invoke full` runs; demo-data only for a demo run; with a chip, the Ascend
-    stages too (ascend_stages.ascend_pipeline)."""
+    stages too (ascend_stages.ascend_pipeline); with trt, the TensorRT stages too (the GPU
+    stages right after preprocess, parity against onnxruntime before the report)."""
     if settings.chip:
         from .ascend_stages import ascend_pipeline
 
-        return ascend_pipeline(settings)
-    stages = STAGES if settings.demo else STAGES[1:]
-    return [stage_call(stage, settings) for stage in stages]
+        calls = ascend_pipeline(settings)
+    else:
+        stages = STAGES if settings.demo else STAGES[1:]
+        calls = [stage_call(stage, settings) for stage in stages]
+    if settings.trt:
+        from ..tensorrt.plan import insert_trt
+
+        calls = insert_trt(calls, trt_pipeline(settings))
+    return calls
+
+
+def trt_plan(settings: Settings, parity: bool = True) -> TrtPlan:
+    """The TensorRT stages of the run (docs/tensorrt.md): [trt-calibrate,] trt-perf, trt-infer,
+    evaluate, [parity against onnxruntime]."""
+    from ..tensorrt.plan import TrtPlan
+
+    return TrtPlan(
+        run=settings.run_dir,
+        dataset=settings.dataset,
+        precision=settings.trt_precision,
+        batch_sizes=settings.trt_batch_sizes or settings.batch_sizes,
+        infer_batch_size=settings.infer_batch_size,
+        gpus=settings.gpus,
+        executor=settings.executor,
+        calib_images=settings.trt_calib_images,
+        parity=parity,
+        parity_threshold=settings.parity_threshold,
+        quiet=settings.quiet,
+    )
+
+
+def trt_pipeline(settings: Settings, parity: bool = True) -> list[StageCall]:
+    return trt_plan(settings, parity).calls()

@@ -56,6 +56,7 @@ def describe_plan(
     and the atc / aoe / ais_bench commands it runs inside; a closing line says whether this
     host has what the NPU stages need."""
     from ..ascend.plan import tool_commands
+    from ..tensorrt.plan import gpus_label, trtexec_commands
     from .docker_executor import container_spec
 
     lines = []
@@ -63,7 +64,8 @@ def describe_plan(
     for number, call in enumerate(calls, 1):
         where = f"pcb-{call.image}" if settings.executor == "docker" else "this host"
         npu = f", NPU {','.join(map(str, call.npu_devices))}" if call.npu_devices else ""
-        lines.append(f"[{number}/{total}] {call.stage} ({where}{npu})")
+        gpu = f", GPUs {gpus_label(call.gpus)}" if call.gpus is not None else ""
+        lines.append(f"[{number}/{total}] {call.stage} ({where}{npu}{gpu})")
         if settings.executor == "docker":
             spec = container_spec(
                 call,
@@ -77,7 +79,8 @@ def describe_plan(
         else:
             lines.append(f"  python -m pcb {' '.join(call.argv())}")
             inner = tuple(call.argv())
-        lines += [f"    $ {command}" for command in tool_commands(inner)]
+        commands = [*tool_commands(inner), *trtexec_commands(inner)]
+        lines += [f"    $ {command}" for command in commands]
     missing = sorted(
         {
             m

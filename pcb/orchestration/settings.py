@@ -52,6 +52,12 @@ class Settings:
     npu_loop: int = 100
     npu_warmup: int = 5
     parity_threshold: float = 0.99
+    # TensorRT (docs/tensorrt.md): `invoke trt`, or `invoke full --trt` for the whole pipeline.
+    trt: bool = False
+    trt_precision: str = "fp16"
+    trt_batch_sizes: tuple[int, ...] = ()  # () = batch_sizes
+    trt_calib_images: int = 512
+    gpus: str = "all"  # GPUs the TensorRT containers get: all, or ids such as 0 or 0,1
 
     @property
     def run_dir(self) -> Path:
@@ -65,8 +71,14 @@ class Settings:
 
 
 _PATHS = {"data_dir", "dataset", "checkpoint", "results_dir"}
-_INT_TUPLES = {"batch_sizes", "static_batch_sizes"}
-_POSITIVE = {"infer_batch_size", "perf_iterations", "demo_identities", "npu_loop"}
+_INT_TUPLES = {"batch_sizes", "static_batch_sizes", "trt_batch_sizes"}
+_POSITIVE = {
+    "infer_batch_size",
+    "perf_iterations",
+    "demo_identities",
+    "npu_loop",
+    "trt_calib_images",
+}
 _NON_NEGATIVE = {"threads", "workers", "perf_warmup", "npu_warmup"}
 EXECUTORS = ("local", "docker")
 
@@ -125,6 +137,28 @@ _ASCEND = {
 }
 
 
+def _trt_precision(key: str, value: Any) -> str:
+    from ..tensorrt.trtexec import validate_precision
+
+    try:
+        return validate_precision(str(value))
+    except PcbError as error:
+        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+
+
+def _gpus(key: str, value: Any) -> str:
+    from ..tensorrt.plan import parse_gpus
+
+    try:
+        selection = parse_gpus(value)
+    except PcbError as error:
+        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+    return "all" if selection == -1 else ",".join(selection)
+
+
+_TRT = {"trt": _bool, "trt_precision": _trt_precision, "gpus": _gpus}
+
+
 def _coerce(key: str, value: Any) -> Any:
     if key in _PATHS:
         return Path(value)
@@ -141,6 +175,8 @@ def _coerce(key: str, value: Any) -> Any:
         return _as_int(key, value, 0)
     if key in _ASCEND:
         return _ASCEND[key](key, value)
+    if key in _TRT:
+        return _TRT[key](key, value)
     if key == "executor" and value not in EXECUTORS:
         raise PcbError(f"invoke.yaml: pcb.executor = {value!r}: expected one of {EXECUTORS}")
     return value
