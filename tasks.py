@@ -44,8 +44,11 @@ def _settings(c, **overrides) -> Settings:
     return settings_from_config(config, **overrides)
 
 
-def _build(settings: Settings, images: list[str], force: bool = False) -> None:
+def _build(
+    settings: Settings, images: list[str], force: bool = False, build_args: tuple[str, ...] = ()
+) -> None:
     from pcb.orchestration.build_inputs import (
+        parse_build_args,
         resolve_base_image,
         resolve_ca_bundle,
         resolve_wheels,
@@ -61,6 +64,7 @@ def _build(settings: Settings, images: list[str], force: bool = False) -> None:
         wheels=resolve_wheels(settings.wheels),
         index_url=settings.index_url or None,
         ca_bundle=resolve_ca_bundle(settings.ca_bundle),
+        extra_build_args={name: parse_build_args(build_args) for name in images},
         force=force,
         quiet=settings.quiet,
     )
@@ -141,7 +145,7 @@ def base_image(c, force=False):
 
 
 @task(
-    iterable=["image"],
+    iterable=["image", "build_arg"],
     help={
         "image": "export, runtime, cann or tensorrt; repeatable (default: export and runtime)",
         "base_image": 'export/runtime base: "auto", "offline" (debootstrap) or an image name',
@@ -149,15 +153,25 @@ def base_image(c, force=False):
         "index_url": "the package index pip uses inside the build",
         "ca_bundle": "a CA bundle for pip during the build (left in no layer)",
         "force": "rebuild even when the content tag exists",
+        "build_arg": "NAME=VALUE for the Dockerfiles, repeatable (e.g. AIS_BENCH_FIND_LINKS=url)",
     },
 )
-def build(c, image=None, base_image=None, wheels=None, index_url=None, ca_bundle=None, force=False):
+def build(
+    c,
+    image=None,
+    base_image=None,
+    wheels=None,
+    index_url=None,
+    ca_bundle=None,
+    force=False,
+    build_arg=None,
+):
     """Build the stage images; an image whose content tag exists is not rebuilt."""
     try:
         settings = _settings(
             c, base_image=base_image, wheels=wheels, index_url=index_url, ca_bundle=ca_bundle
         )
-        _build(settings, image or ["export", "runtime"], force)
+        _build(settings, image or ["export", "runtime"], force, tuple(build_arg or ()))
     except PcbError as error:
         raise Exit(f"error: {error}", code=1) from None
 

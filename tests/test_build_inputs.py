@@ -6,7 +6,12 @@ import pytest
 
 from pcb.errors import PcbError
 from pcb.orchestration import build_inputs
-from pcb.orchestration.build_inputs import resolve_base_image, resolve_ca_bundle, resolve_wheels
+from pcb.orchestration.build_inputs import (
+    parse_build_args,
+    resolve_base_image,
+    resolve_ca_bundle,
+    resolve_wheels,
+)
 
 
 class FakeImages:
@@ -81,3 +86,12 @@ def test_ca_bundle_from_setting_or_pip_cert(tmp_path: Path):
     assert resolve_ca_bundle("", {"PIP_CERT": str(tmp_path / "gone.pem")}) is None
     with pytest.raises(PcbError, match="CA bundle .* does not exist"):
         resolve_ca_bundle(str(tmp_path / "gone.pem"), {})
+
+
+def test_build_args():
+    assert parse_build_args(["A=1", "AIS_BENCH_FIND_LINKS=http://h/w/?x=y"]) == {
+        "A": "1",
+        "AIS_BENCH_FIND_LINKS": "http://h/w/?x=y",
+    }
+    with pytest.raises(PcbError, match="expected NAME=VALUE"):
+        parse_build_args(["novalue"])

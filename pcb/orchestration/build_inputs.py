@@ -72,3 +72,14 @@ def resolve_ca_bundle(setting: str, environ: Mapping[str, str] = os.environ) -> 
         return path
     cert = environ.get("PIP_CERT", "")
     return Path(cert) if cert and Path(cert).is_file() else None
+
+
+def parse_build_args(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """["NAME=VALUE", ...] -> {NAME: VALUE}; a malformed item is refused with the form."""
+    parsed = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not name.replace("_", "").isalnum():
+            raise PcbError(f"build argument {item!r}: expected NAME=VALUE, e.g. ASCEND_GID=1001")
+        parsed[name] = value
+    return parsed
