@@ -6,19 +6,25 @@ import hashlib
 import io
 import platform
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from .checkpoint import load_checkpoint
 from .constants import INPUT_NAME, INPUT_SHAPE, OPSET, OUTPUT_NAME
+from .digest import cached_md5
 from .errors import PcbError
-from .fileio import atomic_write_bytes, atomic_write_json
+from .fileio import atomic_write_bytes, atomic_write_json, read_json
 from .layout import RunLayout
-from .model import PCB
 from .provenance import host_name, utc_now
+
+if TYPE_CHECKING:
+    from .model import PCB
+
+# torch is imported where a model is built, not here: importing it costs about a second,
+# which an export that finds its model current (`invoke full` run again) need not pay.
 
 # Exported and PyTorch features must agree to this; both are unit-norm per stripe.
 PARITY_TOLERANCE = 1e-4
@@ -35,7 +41,7 @@ class ExportRecord:
     opset: int
     max_abs_diff: float
     static_models: dict[str, str] = field(default_factory=dict)
-    torch_version: str = torch.__version__
+    torch_version: str = field(default_factory=lambda: _torch_version())
     onnx_version: str = ""
     onnxruntime_version: str = ""
     python_version: str = platform.python_version()
@@ -43,8 +49,18 @@ class ExportRecord:
     timestamp: str = field(default_factory=utc_now)
 
 
+def _torch_version() -> str:
+    """torch's version as torch.__version__ gives it, read without importing torch."""
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
 def onnx_bytes(model: PCB, batch_size: int | None = None, opset: int = OPSET) -> bytes:
     """The model as ONNX bytes: a dynamic batch axis, or a fixed batch_size."""
+    import torch
+
     example = torch.zeros(batch_size or 1, *INPUT_SHAPE)
     dynamic_axes = None
     if batch_size is None:
@@ -79,6 +95,7 @@ def check_onnx(data: bytes, source: str) -> None:
 def parity_max_abs_diff(model: PCB, data: bytes, seed: int = 0) -> float:
     """Largest |onnxruntime - PyTorch| over one random batch."""
     import onnxruntime as ort
+    import torch
 
     batch = np.random.default_rng(seed).standard_normal((PARITY_BATCH, *INPUT_SHAPE))
     batch = batch.astype(np.float32)
@@ -91,15 +108,75 @@ def parity_max_abs_diff(model: PCB, data: bytes, seed: int = 0) -> float:
     return float(np.abs(actual - expected).max())
 
 
+def current_export(
+    checkpoint: Path,
+    layout: RunLayout,
+    static_batch_sizes: list[int] | tuple[int, ...] = (),
+    opset: int = OPSET,
+) -> ExportRecord | None:
+    """export.json's record when the files it describes are what this export would write.
+
+    That is: the same checkpoint (md5), opset, static batch sizes and torch version, and
+    pcb.onnx still has the md5 recorded (static models must exist). The export is
+    deterministic (tests/test_export.py checks it byte for byte), so exporting again would
+    write the same bytes.
+    """
+    checkpoint = Path(checkpoint)
+    try:
+        previous = read_json(layout.export_record)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(previous, dict) or not checkpoint.is_file():
+        return None
+    wanted: dict[str, Any] = {
+        "opset": opset,
+        "torch_version": _torch_version(),
+        "onnx": layout.onnx_path.name,
+        "static_models": {
+            str(b): layout.static_onnx_path(b).name for b in sorted(set(static_batch_sizes))
+        },
+    }
+    if any(previous.get(key) != value for key, value in wanted.items()):
+        return None
+    if not all((layout.model_dir / name).is_file() for name in wanted["static_models"].values()):
+        return None
+    if not layout.onnx_path.is_file() or previous.get("onnx_md5") != cached_md5(
+        layout.onnx_path, layout.root
+    ):
+        return None
+    if previous.get("checkpoint_md5") != cached_md5(checkpoint, layout.root):
+        return None
+    known = {f.name for f in fields(ExportRecord)}
+    try:
+        return ExportRecord(**{k: v for k, v in previous.items() if k in known})
+    except TypeError:
+        return None  # a record missing fields (an older version): export again
+
+
 def export_onnx(
     checkpoint: Path,
     layout: RunLayout,
     static_batch_sizes: list[int] | tuple[int, ...] = (),
     opset: int = OPSET,
+    force: bool = False,
 ) -> ExportRecord:
-    """Write <run>/model/pcb.onnx (+ pcb_bs<N>.onnx) and export.json; fail on a parity gap."""
+    """Write <run>/model/pcb.onnx (+ pcb_bs<N>.onnx) and export.json; fail on a parity gap.
+
+    Does nothing when export.json shows this export already written (`current_export`),
+    unless `force`.
+    """
+    if not force:
+        current = current_export(checkpoint, layout, static_batch_sizes, opset)
+        if current is not None:
+            print(
+                f"{layout.onnx_path} is current (checkpoint md5 {current.checkpoint_md5}, "
+                f"opset {opset}, onnx md5 {current.onnx_md5}): not exported again"
+            )
+            return current
     import onnx
     import onnxruntime
+
+    from .checkpoint import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
     print(f"loaded {checkpoint} ({loaded.format}, md5 {loaded.md5})")

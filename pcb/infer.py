@@ -22,10 +22,17 @@ from .constants import (
     INPUT_SHAPE,
     SPLITS,
 )
+from .digest import cached_md5
 from .errors import PcbError
-from .fileio import atomic_write_bytes, atomic_write_json, file_md5, read_json
+from .fileio import atomic_write_bytes, atomic_write_json, read_json
 from .layout import RunLayout
-from .perf import LatencyStats, PerfRecord, images_per_second, write_perf_records
+from .perf import (
+    LatencyStats,
+    PerfRecord,
+    images_per_second,
+    read_perf_records,
+    write_perf_records,
+)
 from .provenance import host_name, stamp, utc_now
 
 PERF_SEED = 0
@@ -62,6 +69,25 @@ def require_model(layout: RunLayout) -> Path:
     if not layout.onnx_path.is_file():
         raise PcbError(f"ONNX model not found: {layout.onnx_path}; run `pcb export` first")
     return layout.onnx_path
+
+
+def backend_precision(engine: Backend) -> str:
+    return str(getattr(engine, "precision", "fp32"))
+
+
+def backend_model(engine: Backend, layout: RunLayout, quiet: bool = False) -> Path:
+    """The model file `engine` runs for this run: pcb.onnx, or its int8 copy (made if stale).
+
+    Quantising here, not only in a stage of its own, lets `infer` / `perf` with the int8
+    backend work on any run that has been exported and preprocessed; it is a no-op when
+    quantize.json says the int8 model is current.
+    """
+    model_path = require_model(layout)
+    if backend_precision(engine) == "int8":
+        from .quantize import ensure_quantized
+
+        return ensure_quantized(layout, quiet=quiet)
+    return model_path
 
 
 def load_bin(path: Path) -> np.ndarray:
@@ -123,9 +149,12 @@ def run_inference(
         raise PcbError(f"batch size must be positive, got {batch_size}")
     # Check every input before any work, so a missing split fails in seconds, not after query.
     stems_by_split = {split: read_stems(layout.info_path(split)) for split in SPLITS}
-    model_path = require_model(layout)
-    model_md5 = file_md5(model_path)
+    require_model(layout)
     engine = create_backend(backend)
+    # The md5 of the file the backend runs (the int8 copy for the int8 backend), so dumps are
+    # redone when that model changes.
+    model_path = backend_model(engine, layout, quiet)
+    model_md5 = cached_md5(model_path, layout.root)
     loaded = False
     counts: dict[str, int] = {}
     for split, stems in stems_by_split.items():
@@ -229,6 +258,9 @@ def cpu_name() -> str:
 
 
 def perf_platform(backend: str) -> str:
+    """cpu-onnxruntime-fp32; a backend named <runtime>-int8 gives cpu-<runtime>-int8."""
+    if backend.endswith("-int8"):
+        return f"cpu-{backend}"
     return f"cpu-{backend}-fp32"
 
 
@@ -261,6 +293,44 @@ def perf_table(records: Sequence[PerfRecord]) -> str:
     )
 
 
+def reusable_perf(
+    path: Path,
+    platform_name: str,
+    batch_sizes: Sequence[int],
+    iterations: int,
+    settings: dict[str, Any],
+    tool_version: str,
+    device: str,
+) -> list[PerfRecord] | None:
+    """The records in `path` when they measured exactly this, else None.
+
+    Same platform, batch sizes (in order), iterations, runtime version, CPU and host, and the
+    `settings` (warmup, threads, model md5) in every record's extra. A re-run with nothing
+    changed then keeps the measurement instead of spending most of the pipeline's time
+    repeating it; `force` in run_perf re-measures.
+    """
+    if not path.is_file():
+        return None
+    try:
+        records = read_perf_records(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: measure again and overwrite it
+    if [r.batch_size for r in records] != list(batch_sizes):
+        return None
+    for record in records:
+        extra = record.extra
+        if (
+            record.platform != platform_name
+            or record.tool_version != tool_version
+            or record.device != device
+            or extra.get("host") != host_name()
+            or record.iterations != iterations
+            or any(extra.get(key) != value for key, value in settings.items())
+        ):
+            return None
+    return records
+
+
 def run_perf(
     layout: RunLayout,
     backend: str = "onnxruntime",
@@ -269,20 +339,47 @@ def run_perf(
     iterations: int = 5,
     threads: int = 0,
     quiet: bool = False,
+    force: bool = False,
 ) -> list[PerfRecord]:
-    """Throughput per batch size on random input; writes `<run>/perf/<backend>.json`."""
+    """Throughput per batch size on random input; writes `<run>/perf/<backend>.json`.
+
+    When that file already holds a measurement of the same model with the same settings on
+    this host and CPU, it is kept and shown (`force` measures again): perf is the one stage
+    whose re-run would otherwise cost as much as the first run.
+    """
     if not batch_sizes or any(b <= 0 for b in batch_sizes):
         raise PcbError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
     if warmup < 0 or iterations <= 0:
         raise PcbError(
             f"need warmup >= 0 and iterations >= 1, got warmup={warmup} iterations={iterations}"
         )
-    model_path = require_model(layout)
+    require_model(layout)
     engine = create_backend(backend)
-    engine.load(model_path, None, threads)
-    model_md5 = file_md5(model_path)
+    model_path = backend_model(engine, layout, quiet)
+    model_md5 = cached_md5(model_path, layout.root)
     device = cpu_name()
     used_threads = resolve_threads(threads)
+    platform_name = perf_platform(backend)
+    perf_path = layout.perf_path(backend)
+    settings: dict[str, Any] = {
+        "threads": used_threads,
+        "warmup": warmup,
+        "model_md5": model_md5,
+    }
+    kept = None
+    if not force:
+        kept = reusable_perf(
+            perf_path, platform_name, batch_sizes, iterations, settings, engine.version(), device
+        )
+    if kept is not None:
+        print(f"{platform_name} on {device}, {used_threads} threads")
+        print(perf_table(kept))
+        print(
+            f"kept: {perf_path} (measured {kept[0].extra.get('timestamp')} with the same model "
+            "and settings on this host; --force measures again)"
+        )
+        return kept
+    engine.load(model_path, None, threads)
     # Seeded so two runs time the same numbers; content barely matters for dense convolutions.
     rng = np.random.default_rng(PERF_SEED)
     records = []
@@ -291,7 +388,7 @@ def run_perf(
         stats = measure_batch(engine, batch, warmup, iterations)
         records.append(
             PerfRecord(
-                platform=perf_platform(backend),
+                platform=platform_name,
                 backend=backend,
                 batch_size=size,
                 images_per_s=images_per_second(size, stats.mean_ms),
@@ -305,14 +402,15 @@ def run_perf(
                     "threads": used_threads,
                     "warmup": warmup,
                     "model_md5": model_md5,
+                    "precision": backend_precision(engine),
                     "input": f"random normal, seed {PERF_SEED}",
                     "python": sys.version.split()[0],
                     **stamp(),
                 },
             )
         )
-    write_perf_records(layout.perf_path(backend), records)
-    print(f"{perf_platform(backend)} on {device}, {used_threads} threads")
+    write_perf_records(perf_path, records)
+    print(f"{platform_name} on {device}, {used_threads} threads")
     print(perf_table(records))
-    print(f"written: {layout.perf_path(backend)}")
+    print(f"written: {perf_path}")
     return records

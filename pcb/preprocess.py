@@ -23,6 +23,21 @@ _STD = np.asarray(STD, dtype=np.float32)
 _STRAY_SHOWN = 5
 
 
+def _channel_tables() -> np.ndarray:
+    """3 x 256 float32: the normalised value of each 8-bit level, per channel.
+
+    Each output value depends only on its channel and 8-bit input level, so the guide's
+    float32 arithmetic ((v / 255 - mean) / std) is done once per level here, with the same
+    operations in the same order, and an image is then a table lookup: the same bytes, several
+    times faster than the arithmetic over every pixel.
+    """
+    levels = np.arange(256, dtype=np.float32) / np.float32(255.0)
+    return np.ascontiguousarray(((levels[:, None] - _MEAN) / _STD).T)
+
+
+_TABLES = _channel_tables()
+
+
 def preprocess_image(path: Path) -> np.ndarray:
     """RGB -> bilinear resize to 128x384 (w x h) -> /255 -> normalise -> CHW float32."""
     try:
@@ -35,16 +50,19 @@ def preprocess_image(path: Path) -> np.ndarray:
             f"re-download or re-unpack the dataset"
         ) from None
     resized = rgb.resize((INPUT_WIDTH, INPUT_HEIGHT), Image.BILINEAR)
-    hwc = np.asarray(resized, dtype=np.float32) / np.float32(255.0)
-    hwc = (hwc - _MEAN) / _STD
-    chw = np.ascontiguousarray(hwc.transpose(2, 0, 1), dtype=np.float32)
-    assert chw.shape == INPUT_SHAPE
+    chw = np.empty(INPUT_SHAPE, dtype=np.float32)
+    # split() hands over each channel as its own 8-bit plane: no HWC -> CHW transpose.
+    for channel, band in enumerate(resized.split()):
+        # uint8 indices always fall inside the 256-entry table, so no bounds check is needed:
+        # "clip" skips the one "raise" makes, and `out=` skips a temporary.
+        np.take(_TABLES[channel], np.asarray(band), out=chw[channel], mode="clip")
     return chw
 
 
 def _convert(task: tuple[Path, Path]) -> None:
     source, target = task
-    atomic_write_bytes(target, preprocess_image(source).tobytes())
+    # The array's own buffer (C-contiguous float32, native order): no 590 KB bytes copy.
+    atomic_write_bytes(target, memoryview(preprocess_image(source)))
 
 
 def _check_no_strays(bins_dir: Path, records: Sequence[ImageRecord]) -> None:

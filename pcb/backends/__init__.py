@@ -14,6 +14,7 @@ from .base import Backend
 # name -> (module, class); add ais_bench / tensorrt here when they exist.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("pcb.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
+    "onnxruntime-int8": ("pcb.backends.onnxruntime_int8_backend", "OnnxRuntimeInt8Backend"),
     "tensorrt": ("pcb.tensorrt.trt_backend", "TensorRTBackend"),
 }
 

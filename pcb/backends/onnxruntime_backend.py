@@ -15,6 +15,8 @@ _EXPORT_HINT = "re-run `pcb export` to write a PCB model with input_1 N x 3 x 38
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    # The numbers the model computes in; a perf record's platform ends with it.
+    precision = "fp32"
 
     def __init__(self) -> None:
         self._session = None
@@ -27,10 +29,14 @@ class OnnxRuntimeBackend(Backend):
 
         return onnxruntime.__version__
 
+    def model_file(self, model_path: Path) -> Path:
+        """The file `load(model_path)` opens: the model itself here, a variant in subclasses."""
+        return Path(model_path)
+
     def load(self, model_path: Path, batch_size: int | None = None, threads: int = 0) -> None:
         import onnxruntime as ort
 
-        model_path = Path(model_path)
+        model_path = self.model_file(model_path)
         if not model_path.is_file():
             raise PcbError(f"ONNX model not found: {model_path}; run `pcb export` first")
         self.threads = resolve_threads(threads)
