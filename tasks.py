@@ -27,10 +27,15 @@ COMMON_HELP = {
     "trt": "add the TensorRT stages: trtexec throughput, GPU accuracy (docs/tensorrt.md)",
     "gpus": "GPUs for the TensorRT stages: all (default) or ids, e.g. 0 or 0,1",
     "precision": "TensorRT precision: fp16 (the guide's, default), fp32 or int8 (calibrated)",
+    "force": "run the stage(s) even when results/<run>/manifest.json shows them current",
 }
 ASCEND_FLAGS = ("chip", "devices", "aoe", "dynamic", "dry_run")
 TRT_FLAGS = ("gpus", "precision")
 STAGE_FLAGS = ("local", "print_docker")
+# The stages whose --force means "run again though current" (the report's means otherwise).
+FORCEABLE = frozenset(
+    {"export", "preprocess", "infer", "evaluate", "perf", "parity", "convert", "trt-calibrate"}
+)
 
 
 def _help(*names: str, **extra: str) -> dict[str, str]:
@@ -70,6 +75,18 @@ def _build(
     )
     for result in results:
         print(describe(result))
+
+
+def _forced(calls: list[StageCall], force: bool) -> list[StageCall]:
+    """The calls with --force added where it means "run again even when current"."""
+    if not force:
+        return calls
+    from dataclasses import replace
+
+    return [
+        replace(call, args=(*call.args, "--force")) if call.stage in FORCEABLE else call
+        for call in calls
+    ]
 
 
 def _execute(settings: Settings, calls: list[StageCall], print_docker: bool = False) -> None:
@@ -125,10 +142,10 @@ def _ascend_settings(c, **overrides) -> Settings:
     return resolve_auto_chip(settings) if settings.chip else settings
 
 
-def _stage(c, stage: str, print_docker: bool = False, **overrides) -> None:
+def _stage(c, stage: str, print_docker: bool = False, force: bool = False, **overrides) -> None:
     try:
         settings = _settings(c, **overrides)
-        _execute(settings, [stage_call(stage, settings)], print_docker)
+        _execute(settings, _forced([stage_call(stage, settings)], force), print_docker)
     except PcbError as error:
         raise Exit(f"error: {error}", code=1) from None
 
@@ -184,7 +201,12 @@ def demo_data(c, seed=None, identities=None, local=False, print_docker=False):
 
 @task(
     help=_help(
-        "run", "demo", *STAGE_FLAGS, checkpoint="checkpoint file", static_batch_sizes="e.g. 1,16"
+        "run",
+        "demo",
+        "force",
+        *STAGE_FLAGS,
+        checkpoint="checkpoint file",
+        static_batch_sizes="e.g. 1,16",
     )
 )
 def export(
@@ -195,12 +217,14 @@ def export(
     static_batch_sizes=None,
     local=False,
     print_docker=False,
+    force=False,
 ):
     """Export the checkpoint to <run>/model/pcb.onnx (opset 11, dynamic batch)."""
     _stage(
         c,
         "export",
         print_docker,
+        force,
         checkpoint=checkpoint,
         run=run,
         demo=demo,
@@ -214,6 +238,7 @@ def export(
         "run",
         "demo",
         "quiet",
+        "force",
         *STAGE_FLAGS,
         dataset="Market-1501 root",
         workers="processes (0 = all)",
@@ -228,12 +253,14 @@ def preprocess(
     quiet=False,
     local=False,
     print_docker=False,
+    force=False,
 ):
     """Preprocess query and gallery images into <run>/bins/<split>/<stem>.bin."""
     _stage(
         c,
         "preprocess",
         print_docker,
+        force,
         dataset=dataset,
         run=run,
         demo=demo,
@@ -248,6 +275,7 @@ def preprocess(
         "run",
         "demo",
         "quiet",
+        "force",
         *STAGE_FLAGS,
         batch_size="inference batch size",
         threads="0 = all cores",
@@ -262,12 +290,14 @@ def infer(
     quiet=False,
     local=False,
     print_docker=False,
+    force=False,
 ):
     """Run the bins through the model: one feature dump <stem>_0.bin per image."""
     _stage(
         c,
         "infer",
         print_docker,
+        force,
         run=run,
         demo=demo,
         infer_batch_size=batch_size,
@@ -277,10 +307,10 @@ def infer(
     )
 
 
-@task(help=_help("run", "demo", *STAGE_FLAGS, dataset="Market-1501 root"))
-def evaluate(c, dataset=None, run=None, demo=False, local=False, print_docker=False):
+@task(help=_help("run", "demo", "force", *STAGE_FLAGS, dataset="Market-1501 root"))
+def evaluate(c, dataset=None, run=None, demo=False, local=False, print_docker=False, force=False):
     """CMC top-1/5/10 and mAP from the feature dumps (market1501 protocol)."""
-    _stage(c, "evaluate", print_docker, dataset=dataset, run=run, demo=demo, local=local)
+    _stage(c, "evaluate", print_docker, force, dataset=dataset, run=run, demo=demo, local=local)
 
 
 @task(
@@ -288,6 +318,7 @@ def evaluate(c, dataset=None, run=None, demo=False, local=False, print_docker=Fa
         "run",
         "demo",
         "quiet",
+        "force",
         *STAGE_FLAGS,
         batch_sizes="e.g. 1,4,8,16,32,64",
         iterations="timed batches",
@@ -304,12 +335,14 @@ def perf(
     quiet=False,
     local=False,
     print_docker=False,
+    force=False,
 ):
     """Throughput per batch size."""
     _stage(
         c,
         "perf",
         print_docker,
+        force,
         run=run,
         demo=demo,
         batch_sizes=batch_sizes,
@@ -365,6 +398,7 @@ def report(
         *ASCEND_FLAGS,
         "trt",
         *TRT_FLAGS,
+        "force",
         dataset="Market-1501 root",
         checkpoint="checkpoint file",
         batch_sizes="perf batch sizes, e.g. 1,4,8,16,32,64",
@@ -390,6 +424,7 @@ def full(
     trt=False,
     gpus=None,
     precision=None,
+    force=False,
 ):
     """Every stage in order: [demo-data,] export, preprocess, infer, evaluate, perf, report.
 
@@ -418,7 +453,7 @@ def full(
             gpus=gpus,
             trt_precision=precision,
         )
-        calls = full_pipeline(settings)
+        calls = _forced(full_pipeline(settings), force)
         if dry_run:
             _run_calls(settings, calls, dry_run=True)
             return
@@ -643,3 +678,24 @@ def trt(
         _run_calls(settings, calls, print_docker, dry_run)
     except PcbError as error:
         raise Exit(f"error: {error}", code=1) from None
+
+
+@task(
+    help={
+        "quick": "a smaller run, about 2 minutes on 2 cores (full: about 5)",
+        "only": "comma-separated: rerun,preprocessing,evaluation,cpu_inference,int8",
+        "threads": "0 = all cores",
+        "out": "folder for <date>.json (default results/bench)",
+    }
+)
+def bench(c, quick=False, only=None, threads=0, out="results/bench"):
+    """Benchmarks: re-run, preprocessing, evaluation at Market scale, CPU fp32 against PyTorch
+    and the matmul rate, INT8; prints a table and writes results/bench/<date>.json."""
+    from pcb.bench.runner import main
+
+    argv = ["--threads", str(threads), "--out", str(out)]
+    argv += ["--quick"] if quick else []
+    argv += ["--only", only] if only else []
+    code = main(argv)
+    if code:
+        raise Exit(code=code)

@@ -138,6 +138,16 @@ def _add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+FORCE_HELP = (
+    "run it again even when <run>/manifest.json shows it complete with the same inputs and "
+    "options and its outputs unchanged"
+)
+
+
+def _add_force(parser: argparse.ArgumentParser, extra: str = "") -> None:
+    parser.add_argument("--force", action="store_true", help=FORCE_HELP + extra)
+
+
 def cmd_demo_data(args: argparse.Namespace) -> None:
     from .demo import write_demo
 
@@ -156,6 +166,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         layout,
         static_batch_sizes=args.static_batch_sizes or [],
         opset=args.opset,
+        force=args.force,
     )
 
 
@@ -163,7 +174,11 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     from .preprocess import preprocess_dataset
 
     counts = preprocess_dataset(
-        args.dataset, RunLayout(args.run), workers=args.workers, quiet=args.quiet
+        args.dataset,
+        RunLayout(args.run),
+        workers=args.workers,
+        quiet=args.quiet,
+        skip_bad_images=args.skip_bad_images,
     )
     for split, count in counts.items():
         print(f"{split}: {count} images preprocessed")
@@ -226,6 +241,7 @@ def cmd_perf(args: argparse.Namespace) -> None:
         iterations=args.iterations,
         threads=args.threads,
         quiet=args.quiet,
+        force=args.force,
     )
 
 
@@ -296,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pcb", description="PCB re-ID: export, preprocess, infer, evaluate, perf, report."
     )
+    # Its own dest: a sub-parser's default would overwrite a shared one (argparse).
+    parser.add_argument(
+        "--force",
+        dest="force_all",
+        action="store_true",
+        help="before the stage name: run the stage even when manifest.json shows it current",
+    )
     stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
 
     demo = stages.add_parser(
@@ -316,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write one static model per batch size, e.g. 1,16",
     )
     export.add_argument("--opset", type=positive_int, default=11)
+    _add_force(export)
     export.set_defaults(func=cmd_export)
 
     preprocess = stages.add_parser("preprocess", help="query + gallery JPEGs -> <stem>.bin")
@@ -324,7 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument(
         "--workers", type=non_negative_int, default=0, help="processes (0 = all cores)"
     )
+    preprocess.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out images that cannot be decoded (corrupt or empty JPEGs) instead of "
+        "stopping; they are listed in bins/<split>.skipped.json, left out of the evaluation "
+        "and named in the report",
+    )
     _add_quiet(preprocess)
+    _add_force(preprocess, " (every bin is recomputed)")
     preprocess.set_defaults(func=cmd_preprocess)
 
     infer = stages.add_parser("infer", help="bins -> per-image feature dumps <stem>_0.bin")
@@ -340,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_variant(infer)
     _add_quiet(infer)
+    _add_force(infer, " (every dump is recomputed)")
     infer.set_defaults(func=cmd_infer)
 
     evaluate = stages.add_parser("evaluate", help="dumps -> CMC top-1/5/10 and mAP")
@@ -358,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder holding query/ and gallery/ dumps (default: <run>/dumps/<backend>)",
     )
+    _add_force(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     perf = stages.add_parser("perf", help="throughput per batch size")
@@ -381,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_variant(perf)
     _add_quiet(perf)
+    _add_force(perf, " (measures again)")
     perf.set_defaults(func=cmd_perf)
 
     convert = stages.add_parser(
@@ -422,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument(
         "--dumps", type=Path, default=None, help="the backend's dump folder, if not the run's"
     )
+    _add_force(parity)
     parity.set_defaults(func=cmd_parity)
 
     imported = stages.add_parser(
@@ -495,18 +531,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _wants_force(args: argparse.Namespace) -> bool:
+    # The report's own --force means "compare anyway", not "run again".
+    own = bool(getattr(args, "force", False)) and args.stage != "report"
+    return bool(getattr(args, "force_all", False)) or own
+
+
+def dispatch(args: argparse.Namespace, argv: Sequence[str] | None = None) -> None:
+    """Run a parsed stage: under its run folder's lock and recorded in its manifest.
+
+    The one place every stage passes through (pcb/manifest.py), so that none of them
+    needs to know about skipping, locking or recording.
+    """
+    from .manifest import run_recorded
+    from .stage_plans import report_folder, stage_plan
+
+    func: Callable[[argparse.Namespace], None] = args.func
+    plan = stage_plan(args)
+    if plan is None:
+        func(args)
+        return
+    force = _wants_force(args)
+    if args.stage != "report" and hasattr(args, "force"):
+        args.force = force
+    root = report_folder(args) if args.stage == "report" else args.run
+    command = list(argv) if argv is not None else sys.argv[1:]
+    run_recorded(plan, RunLayout(Path(root)), lambda: func(args), force=force, command=command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from .fileio import disk_full_message, is_disk_full
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], None] = args.func
     try:
-        func(args)
+        dispatch(args, argv)
     except PcbError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        print(f"error: {disk_full_message(Path(error.filename or '.').parent)}", file=sys.stderr)
+        return 1
     return 0
 
 

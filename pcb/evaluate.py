@@ -15,6 +15,7 @@ from .fileio import atomic_write_json, read_json
 from .layout import RunLayout
 from .metrics import AP_VARIANT, RankingResult, evaluate_ranking, squared_euclidean
 from .provenance import stamp
+from .skipped import describe_skipped, skipped_stems
 
 if TYPE_CHECKING:
     from .dataset import ImageRecord
@@ -192,6 +193,18 @@ def evaluate_run(
         )
     market_root = find_market_root(Path(dataset_root))
     records = {split: load_split(market_root, split) for split in SPLITS}
+    # Images preprocessing skipped (--skip-bad-images) have no bin, so no dump: evaluate the
+    # rest, and say so in the record the report reads.
+    skipped = skipped_stems(layout)
+    left_out: dict[str, list[str]] = {}
+    for split in SPLITS:
+        left_out[split] = sorted(r.path.name for r in records[split] if r.stem in skipped[split])
+        records[split] = [r for r in records[split] if r.stem not in skipped[split]]
+        if not records[split]:
+            raise PcbError(
+                f"every {split} image was skipped as unreadable ({layout.skipped_path(split)}): "
+                "nothing left to evaluate; re-download or re-unpack the dataset"
+            )
     dump_root = Path(dumps) if dumps is not None else layout.dumps_dir(backend, "query").parent
     features = {split: load_features(dump_root / split, records[split]) for split in SPLITS}
 
@@ -216,6 +229,7 @@ def evaluate_run(
         "ap_variant": AP_VARIANT,
         "dumps": str(dump_root),
         "backend_version": _backend_version(dump_root),
+        "skipped_images": left_out,
         **stamp(),
     }
     atomic_write_json(layout.eval_path(backend), summary)
@@ -224,5 +238,8 @@ def evaluate_run(
         f"{summary['num_gallery']} gallery images"
     )
     print(format_summary(summary))
+    note = describe_skipped(left_out)
+    if note:
+        print(f"note: {note}")
     print(f"written {layout.eval_path(backend)} (AP: {AP_VARIANT})")
     return summary

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from .errors import PcbError
+
+# "No space left on device" and "disk quota exceeded": the user's fix is the same for both.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def _umask() -> int:
@@ -20,17 +26,44 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
+
+
+def disk_full_message(folder: Path, what: str = "") -> str:
+    """What a full disk means for a stage's outputs, and the fix."""
+    writing = f" while writing {what}" if what else ""
+    return (
+        f"no space left on the device holding {folder}{writing}: free space there "
+        f"(`df -h {folder}` shows how much is left) or use a --run folder on a larger disk, "
+        "then run the same command again; files already complete are kept and the stage "
+        "continues where it stopped (nothing half-written was left behind)"
+    )
+
+
+def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview) -> None:
+    """Write `path` under a temporary name in its folder, then rename it into place.
+
+    A reader sees the old file or the new one, never a part; the temporary file is removed
+    whatever goes wrong. A full disk becomes a PcbError naming the folder.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        if is_disk_full(error):
+            raise PcbError(disk_full_message(path.parent, path.name)) from None
+        raise
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if is_disk_full(error):
+            raise PcbError(disk_full_message(path.parent, path.name)) from None
         raise
 
 

@@ -31,6 +31,10 @@ class RunLayout:
     def info_path(self, split: str) -> Path:
         return self.root / "bins" / f"{split}.info"
 
+    def skipped_path(self, split: str) -> Path:
+        """The images `preprocess --skip-bad-images` left out of a split (absent: none)."""
+        return self.root / "bins" / f"{split}.skipped.json"
+
     def dumps_dir(self, backend: str, split: str) -> Path:
         return self.root / "dumps" / backend / split
 

@@ -16,6 +16,7 @@ from .dataset import ImageRecord, describe, find_market_root, load_market
 from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_text
 from .layout import RunLayout
+from .skipped import SkippedImage, write_skipped
 
 # float32 like torchvision's ToTensor + Normalize, so the bins match the guide's to the bit.
 _MEAN = np.asarray(MEAN, dtype=np.float32)
@@ -59,10 +60,23 @@ def preprocess_image(path: Path) -> np.ndarray:
     return chw
 
 
-def _convert(task: tuple[Path, Path]) -> None:
-    source, target = task
+# One image to convert: (JPEG, bin, skip it when unreadable instead of failing).
+Task = tuple[Path, Path, bool]
+SKIP_HINT = "; or pass --skip-bad-images to leave unreadable images out (they are listed)"
+
+
+def _convert(task: Task) -> SkippedImage | None:
+    """Write one bin; an unreadable image is returned when skipped, else raises."""
+    source, target, skip_bad = task
+    try:
+        chw = preprocess_image(source)
+    except PcbError as error:
+        if skip_bad:
+            return SkippedImage(source.name, str(error))
+        raise PcbError(f"{error}{SKIP_HINT}") from None
     # The array's own buffer (C-contiguous float32, native order): no 590 KB bytes copy.
-    atomic_write_bytes(target, memoryview(preprocess_image(source)))
+    atomic_write_bytes(target, memoryview(chw))
+    return None
 
 
 def _check_no_strays(bins_dir: Path, records: Sequence[ImageRecord]) -> None:
@@ -107,16 +121,22 @@ def info_text(layout: RunLayout, split: str, records: Sequence[ImageRecord]) -> 
     return "".join(lines)
 
 
-def _run_tasks(tasks: list[tuple[Path, Path]], workers: int, bar: tqdm) -> None:
+def _run_tasks(tasks: list[Task], workers: int, bar: tqdm) -> list[SkippedImage]:
+    skipped = []
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
-            _convert(task)
+            result = _convert(task)
+            if result is not None:
+                skipped.append(result)
             bar.update(1)
-        return
+        return skipped
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
     with get_context().Pool(processes=workers) as pool:
-        for _ in pool.imap_unordered(_convert, tasks, chunksize=chunksize):
+        for result in pool.imap_unordered(_convert, tasks, chunksize=chunksize):
+            if result is not None:
+                skipped.append(result)
             bar.update(1)
+    return skipped
 
 
 def preprocess_split(
@@ -125,14 +145,19 @@ def preprocess_split(
     records: Sequence[ImageRecord],
     workers: int = 0,
     quiet: bool = False,
+    skip_bad_images: bool = False,
 ) -> int:
-    """Write the split's bins (skipping complete ones) then its info file; returns the count."""
+    """Write the split's bins (skipping complete ones) then its info file; returns the count.
+
+    With `skip_bad_images`, images that cannot be decoded get no bin, stay out of the info
+    file and are listed in bins/<split>.skipped.json (pcb.skipped); the count excludes them.
+    """
     bins_dir = layout.bins_dir(split)
     bins_dir.mkdir(parents=True, exist_ok=True)
     _check_no_strays(bins_dir, records)
     _remove_stale_temps(bins_dir)
     tasks = [
-        (r.path, bins_dir / f"{r.stem}.bin")
+        (r.path, bins_dir / f"{r.stem}.bin", skip_bad_images)
         for r in records
         if not _is_done(bins_dir / f"{r.stem}.bin")
     ]
@@ -142,8 +167,10 @@ def preprocess_split(
         print(f"{split}: {done:,} of {len(records):,} images already preprocessed, {state}")
     info = layout.info_path(split)
     if tasks:
-        # The info file marks a complete split: never leave an old one beside missing bins.
+        # The info file marks a complete split: never leave an old one beside missing bins,
+        # nor an old list of skipped images that this run will decide anew.
         info.unlink(missing_ok=True)
+        layout.skipped_path(split).unlink(missing_ok=True)
     processes = min(workers or os.cpu_count() or 1, max(1, len(tasks)))
     with tqdm(
         total=len(records),
@@ -153,23 +180,56 @@ def preprocess_split(
         disable=quiet or not tasks,
         leave=False,
     ) as bar:
-        _run_tasks(tasks, processes, bar)
+        skipped = _run_tasks(tasks, processes, bar)
+    left_out = {image.stem for image in skipped}
+    kept = [r for r in records if r.stem not in left_out]
+    if not kept:
+        raise PcbError(
+            f"every {split} image of the dataset is unreadable (e.g. {skipped[0].error}): "
+            "re-download or re-unpack Market-1501 (see data/README.md)"
+        )
+    if skipped:
+        names = sorted(image.name for image in skipped)
+        shown = ", ".join(names[:_STRAY_SHOWN])
+        more = f" and {len(names) - _STRAY_SHOWN} more" if len(names) > _STRAY_SHOWN else ""
+        noun = "image" if len(names) == 1 else "images"
+        print(
+            f"{split}: skipped {len(names)} unreadable {noun}: {shown}{more} "
+            f"(listed in {layout.skipped_path(split)})"
+        )
+    # Before the info file, which marks the split complete.
+    if tasks:
+        write_skipped(layout, split, skipped)
     # Last, so a listed bin always exists; unchanged content is not rewritten (keeps mtimes).
-    text = info_text(layout, split, records)
+    text = info_text(layout, split, kept)
     if not info.is_file() or info.read_text(encoding="utf-8") != text:
         atomic_write_text(info, text)
-    return len(records)
+    return len(kept)
 
 
 def preprocess_dataset(
-    dataset_root: Path, layout: RunLayout, workers: int = 0, quiet: bool = False
+    dataset_root: Path,
+    layout: RunLayout,
+    workers: int = 0,
+    quiet: bool = False,
+    skip_bad_images: bool = False,
 ) -> dict[str, int]:
-    """Every query and gallery image -> <run>/bins/<split>/<stem>.bin, then <split>.info."""
+    """Every query and gallery image -> <run>/bins/<split>/<stem>.bin, then <split>.info.
+
+    `skip_bad_images`: leave out (and list) images that cannot be decoded instead of failing.
+    """
     if workers < 0:
         raise PcbError(f"workers must be 0 (all cores) or more, got {workers}")
     market = load_market(dataset_root)
     print(f"Market-1501 at {find_market_root(dataset_root)}: {describe(market)}")
     return {
-        split: preprocess_split(layout, split, market[split], workers=workers, quiet=quiet)
+        split: preprocess_split(
+            layout,
+            split,
+            market[split],
+            workers=workers,
+            quiet=quiet,
+            skip_bad_images=skip_bad_images,
+        )
         for split in SPLITS
     }

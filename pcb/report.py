@@ -83,7 +83,17 @@ def _run_entry(run: RunRecords) -> dict[str, Any]:
             {e.backend for e in run.evaluations} | {m.record.backend for m in run.measurements}
         ),
         "inference": run.inference,
+        "manifest": run.manifest,
+        "skipped_images": run.skipped_images,
+        "notes": list(run.notes),
     }
+
+
+def run_notes(runs: Sequence[RunRecords]) -> list[str]:
+    """What a reader must know about the runs' records: figures left out because no complete
+    stage vouches for them, images preprocessing skipped, a run without a manifest."""
+    several = len(runs) > 1
+    return [f"run {run.label}: {note}" if several else note for run in runs for note in run.notes]
 
 
 def report_versions() -> dict[str, str | None]:
@@ -133,6 +143,7 @@ def build_comparison(
         "checkpoint_md5": consistency.checkpoint_md5,
         "dataset": None if dataset is None else dataset.describe(),
         "warnings": list(warnings),
+        "notes": run_notes(runs),
         "guide": {
             "accuracy": dict(GUIDE_ACCURACY),
             "tolerance": GUIDE_TOLERANCE,

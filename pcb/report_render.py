@@ -417,6 +417,7 @@ def render_terminal(comparison: Mapping[str, Any]) -> str:
     if comparison["demo"]:
         parts.append(f"DEMO RUN: accuracy is {NOT_COMPARABLE}; throughput does not depend on it.")
     parts += ["", _table(*run_rows(comparison), "text", RUN_ALIGN)]
+    parts += [f"note: {note}" for note in comparison.get("notes", [])]
     if comparison["throughput"]:
         parts += ["", "Throughput (images/s)", _table(*throughput_rows(comparison), "text")]
         parts += throughput_notes(comparison)
@@ -444,7 +445,9 @@ def render_markdown(comparison: Mapping[str, Any], images: Sequence[str] = ()) -
             "",
         ]
     lines += [f"> **Warning**: {w}" for w in comparison["warnings"]]
-    if comparison["warnings"]:
+    # A comparison.json written before run notes existed has none.
+    lines += [f"> **Note**: {n}" for n in comparison.get("notes", [])]
+    if comparison["warnings"] or comparison.get("notes"):
         lines.append("")
     lines += ["## Runs", "", _table(*run_rows(comparison), "md", RUN_ALIGN), ""]
     lines += ["## Throughput (images/s)", ""]

@@ -15,12 +15,18 @@ from typing import Any
 from .errors import PcbError
 from .fileio import read_json
 from .layout import RunLayout
+from .manifest import ManifestView
 from .perf import PerfRecord
+from .skipped import describe_skipped
 
 METRICS = ("top1", "top5", "top10", "mAP")
 REFERENCE_BACKEND = "onnxruntime"
 HOST_ASSUMED = "assumed: the report's host (the records name none)"
 MTIME = "file modification time (the record has none)"
+NO_MANIFEST = (
+    "no manifest.json (made by an older pcb, or copied without it): its figures are shown "
+    "without checking that the stages which wrote them completed"
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,11 @@ class RunRecords:
     measurements: list[Measurement] = field(default_factory=list)
     inference: dict[str, dict[str, Any]] = field(default_factory=dict)
     demo: bool = False
+    # What the reader of the report must know about this run: records left out because no
+    # complete stage vouches for them, images preprocessing skipped, a missing manifest.
+    notes: list[str] = field(default_factory=list)
+    manifest: bool = False
+    skipped_images: dict[str, list[str]] = field(default_factory=dict)
 
 
 def run_labels(roots: list[Path]) -> list[str]:
@@ -149,17 +160,32 @@ def load_run(root: Path, label: str, report_host: str, demo: bool | None = None)
     layout = RunLayout(Path(root))
     if not layout.root.is_dir():
         raise PcbError(f"run folder {layout.root} does not exist: pass a folder made by `pcb`")
-    export = _read(layout.export_record, "export") if layout.export_record.is_file() else None
+    view = ManifestView.load(layout.root)
+    notes: list[str] = [] if view.present else [NO_MANIFEST]
+
+    def trusted(path: Path) -> bool:
+        # Figures come only from files a stage recorded complete wrote, unchanged since.
+        problem = view.problem(path)
+        if problem:
+            notes.append(f"left out {problem}")
+        return problem is None
+
+    export = None
+    if layout.export_record.is_file() and trusted(layout.export_record):
+        export = _read(layout.export_record, "export")
     inference: dict[str, dict[str, Any]] = {}
     for path in sorted((layout.root / "dumps").glob("*/*.json")):
-        inference.setdefault(path.parent.name, {})[path.stem] = _read(path, "infer")
+        if trusted(path):
+            inference.setdefault(path.parent.name, {})[path.stem] = _read(path, "infer")
 
-    eval_paths = sorted((layout.root / "eval").glob("*.json"))
-    perf_paths = sorted((layout.root / "perf").glob("*.json"))
+    eval_paths = [p for p in sorted((layout.root / "eval").glob("*.json")) if trusted(p)]
+    perf_paths = [p for p in sorted((layout.root / "perf").glob("*.json")) if trusted(p)]
     if not eval_paths and not perf_paths:
+        why = f" ({'; '.join(notes)})" if notes and view.present else ""
         raise PcbError(
-            f"nothing to report in {layout.root}: no eval/*.json and no perf/*.json; run "
-            "`pcb infer` then `pcb evaluate` for accuracy, and/or `pcb perf` for throughput"
+            f"nothing to report in {layout.root}: no eval/*.json and no perf/*.json from a "
+            f"completed stage{why}; run `pcb infer` then `pcb evaluate` for accuracy, and/or "
+            "`pcb perf` for throughput"
         )
     evaluations = [(p, _load_evaluation(p)) for p in eval_paths]
     # The onnxruntime reference first, so every table lists it before the backends held to it.
@@ -201,7 +227,20 @@ def load_run(root: Path, label: str, report_host: str, demo: bool | None = None)
             src = source(path, item, record.tool or record.backend, record.tool_version)
             run.measurements.append(Measurement(record, src))
     run.demo = is_demo(run.evaluations) if demo is None else demo
+    run.manifest = view.present
+    run.skipped_images = _skipped(run.evaluations)
+    skipped = describe_skipped(run.skipped_images)
+    run.notes = notes + ([skipped] if skipped else [])
     return run
+
+
+def _skipped(evaluations: list[Evaluation]) -> dict[str, list[str]]:
+    """The images preprocessing skipped, as the evaluations recorded them (all share bins)."""
+    for evaluation in evaluations:
+        skipped = evaluation.record.get("skipped_images")
+        if isinstance(skipped, dict) and any(skipped.values()):
+            return {str(k): [str(n) for n in v] for k, v in skipped.items()}
+    return {}
 
 
 def is_demo(evaluations: list[Evaluation]) -> bool:

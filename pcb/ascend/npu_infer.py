@@ -299,7 +299,7 @@ def ais_infer(
             raise tool_failure("ais_bench", result.returncode, result.output, log_file)
         folder, summary_path = find_output_folder(scratch)
         summary = read_summaries(result.output, summary_path, batch_size)
-        shutil.copyfile(summary_path, logs / f"{split}{SUMMARY_SUFFIX}")
+        atomic_write_bytes(logs / f"{split}{SUMMARY_SUFFIX}", summary_path.read_bytes())
         count = collect_dumps(folder, inputs, batch_size, dest)
         shutil.rmtree(scratch, ignore_errors=True)
         record.update(

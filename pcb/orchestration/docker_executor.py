@@ -13,12 +13,20 @@ import os
 import shutil
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import PcbError
 from .images import image_def, sources_digest
-from .spec import ContainerSpec, Roots, build_spec, npu_host, npu_missing_message
+from .spec import (
+    IMAGE_ID_ENV,
+    ContainerSpec,
+    Roots,
+    build_spec,
+    npu_host,
+    npu_missing_message,
+)
 from .stage import StageCall, run_local
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
@@ -143,6 +151,13 @@ def run_spec(spec: ContainerSpec, client: Any, output: IO[bytes] | None = None) 
         _remove(container)
 
 
+def _image(client: Any, reference: str) -> Any:
+    try:
+        return client.images.get(reference)
+    except Exception:  # a fake client in tests, or an engine hiccup: the id is optional
+        return None
+
+
 def _stdout_bytes() -> IO[bytes]:
     return getattr(sys.stdout, "buffer", sys.stdout)
 
@@ -220,6 +235,10 @@ def run_in_container(
         host_root=host_root,
     )
     preflight(call, client, spec.image, host_root)
+    image_id = getattr(_image(client, spec.image), "id", None)
+    if isinstance(image_id, str):
+        # The image's content id, for the run manifest: a tag like :latest moves.
+        spec = replace(spec, environment={**spec.environment, IMAGE_ID_ENV: image_id})
     for mount in spec.mounts[:2]:
         Path(mount.source).mkdir(parents=True, exist_ok=True)
     status = run_spec(spec, client, output)

@@ -19,6 +19,11 @@ from ..errors import PcbError
 from ..provenance import HOST_ENV, host_name
 from .stage import StageCall
 
+# No process in a stage's container may gain privileges (a setuid binary, file capabilities):
+# nothing a stage runs needs to, NPU and GPU tools included.
+SECURITY_OPTIONS = ("no-new-privileges",)
+IMAGE_ENV = "PCB_IMAGE"
+IMAGE_ID_ENV = "PCB_IMAGE_ID"
 DATA_TARGET = "/data"
 RESULTS_TARGET = "/results"
 WORKDIR = "/work"
@@ -94,6 +99,7 @@ class ContainerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     stage: str = ""
     entrypoint: tuple[str, ...] | None = None  # None: the image's own (python -m pcb)
+    security_opt: tuple[str, ...] = SECURITY_OPTIONS
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of docker.DockerClient.containers.create()."""
@@ -107,6 +113,11 @@ class ContainerSpec:
             "init": self.init,
             "labels": dict(self.labels),
             "detach": True,
+            # Never privileged, never extra capabilities, never the host's network, PID or
+            # IPC namespace: nothing here sets them, and tests/test_container_safety.py
+            # checks every stage's spec for it.
+            "privileged": False,
+            "security_opt": list(self.security_opt),
         }
         if self.entrypoint is not None:
             kwargs["entrypoint"] = list(self.entrypoint)
@@ -129,6 +140,8 @@ class ContainerSpec:
         for group in self.group_add:
             argv += ["--group-add", group]
         argv += ["--network", self.network]
+        for option in self.security_opt:
+            argv += ["--security-opt", option]
         for mount in self.mounts:
             argv += ["-v", mount.to_cli()]
         for device in self.devices:
@@ -303,8 +316,9 @@ def build_spec(
     ]
     devices: tuple[str, ...] = ()
     group_add: list[str] = []
-    # PCB_HOST: records name the machine that measured, not the container id.
-    environment = {**BASE_ENVIRONMENT, HOST_ENV: host_name(), **call.env}
+    # PCB_HOST: records name the machine that measured, not the container id; PCB_IMAGE:
+    # the run manifest names the image each stage ran in.
+    environment = {**BASE_ENVIRONMENT, HOST_ENV: host_name(), IMAGE_ENV: image, **call.env}
     if call.npu_devices:
         npu = npu_host(call.npu_devices, host_root)
         if npu.missing and require_npu:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..cli import non_negative_int, parse_batch_sizes, positive_int
 from ..constants import DEFAULT_BATCH_SIZES
@@ -186,10 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..cli import dispatch
+
     args = build_parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], None] = args.func
     try:
-        func(args)
+        # Locked and recorded in the run's manifest, as `python -m pcb trt-...` is.
+        dispatch(args, argv)
     except PcbError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,0 +1,634 @@
+"""The run manifest, `<run>/manifest.json`: what each stage read, how it was asked, what it wrote.
+
+A benchmark figure is only as good as the stage that made it, so every stage run through the
+command line is recorded here (pcb/cli.py runs them all through `run_recorded`, one place):
+
+- inputs, each with a fingerprint: an md5 of the content for a checkpoint or a model
+  (cached per file identity by pcb.digest), size + mtime of every file for a folder such as
+  the dataset's splits or the bins (a 19,000-image tree is fingerprinted in a fraction of a
+  second, hashing it would take a minute);
+- the options, the host, the pcb and library versions and the image (when in a container);
+- per stage: status (running, complete, failed), start and end time, the error of a failed
+  run, and a fingerprint of every output.
+
+A stage is skipped only when its last run is recorded complete, with the same inputs and
+options, and every output still matches its fingerprint; --force runs it again. The report
+takes figures only from files that a complete stage wrote and that are unchanged since.
+A stage killed outright stays "running": the lock file says nobody runs it any more, and
+the next run of the stage resumes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .errors import PcbError
+from .fileio import atomic_write_json, disk_full_message, file_md5, is_disk_full, read_json
+from .layout import RunLayout
+from .provenance import host_name, utc_now
+from .runlock import LOCK_NAME, RunLock
+
+SCHEMA = 1
+MANIFEST_NAME = "manifest.json"
+RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
+# Files of the run folder that are bookkeeping, not any stage's output.
+BOOKKEEPING = frozenset({MANIFEST_NAME, LOCK_NAME, ".md5-cache.json"})
+# Files a model or checkpoint is recognised by: fingerprinted by content, not by mtime.
+CONTENT_SUFFIXES = (".pt", ".pth", ".onnx", ".om", ".engine", ".plan", ".json", ".info")
+# Content-hash small files of any kind: cheaper than explaining why they are not.
+SMALL_FILE = 1 << 20
+# Where stage records live: files directly in these folders of a run (not the per-image
+# bins and dumps, which are fingerprinted as trees). Used to see what a stage changed.
+RECORD_FOLDERS = (".", "model", "model/om", "bins", "eval", "perf")
+# Library versions worth recording; read from installed metadata, nothing is imported.
+VERSIONS = ("numpy", "pillow", "onnxruntime", "onnx", "torch", "tensorrt", "ais_bench")
+IMAGE_ENV = ("PCB_IMAGE", "PCB_IMAGE_ID")
+
+
+def is_temp_name(name: str) -> bool:
+    """A temporary file of pcb.fileio (`.<name>.<random>.tmp`) or a tool's `.<name>.tmp`."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+# ---------------------------------------------------------------- fingerprints
+
+
+def tree_fingerprint(folder: Path) -> dict[str, Any]:
+    """Every file under `folder`: count, bytes, and an md5 over (relative path, size, mtime).
+
+    Cheap (one stat per file) and sensitive to any file added, removed, resized or touched.
+    Temporary files and the run's bookkeeping files are left out: they are nobody's output.
+    """
+    lines: list[str] = []
+    total = 0
+
+    def walk(directory: Path, prefix: str) -> None:
+        nonlocal total
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name in BOOKKEEPING or is_temp_name(entry.name):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    walk(Path(entry.path), f"{prefix}{entry.name}/")
+                else:
+                    stat = entry.stat()
+                    total += stat.st_size
+                    lines.append(f"{prefix}{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n")
+
+    walk(folder, "")
+    lines.sort()
+    digest = hashlib.md5("".join(lines).encode("utf-8")).hexdigest()
+    return {"kind": "tree", "files": len(lines), "bytes": total, "digest": digest}
+
+
+def file_fingerprint(path: Path, run_root: Path | None) -> dict[str, Any]:
+    """A file's size and, for models, checkpoints, records and small files, its md5."""
+    stat = path.stat()
+    result: dict[str, Any] = {"kind": "file", "bytes": stat.st_size}
+    if stat.st_size <= SMALL_FILE:
+        result["md5"] = file_md5(path)
+    elif path.suffix in CONTENT_SUFFIXES:
+        result["md5"] = _cached_md5(path, run_root)
+    else:
+        result["mtime_ns"] = stat.st_mtime_ns
+    return result
+
+
+def _cached_md5(path: Path, run_root: Path | None) -> str:
+    try:
+        from .digest import cached_md5
+    except ImportError:  # digest.py is newer than this file in some checkouts
+        return file_md5(path)
+    return cached_md5(path, run_root)
+
+
+def fingerprint(path: Path, run_root: Path | None = None) -> dict[str, Any]:
+    """A file, a folder (tree) or a missing path; never raises for a path that is absent."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return tree_fingerprint(path)
+        if path.is_file():
+            return file_fingerprint(path, run_root)
+    except OSError as error:
+        return {"kind": "unreadable", "error": str(error)}
+    return {"kind": "missing"}
+
+
+def same_fingerprint(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
+    if not isinstance(recorded, Mapping):
+        return False
+    keys = ("kind", "bytes", "md5", "digest", "files", "mtime_ns")
+    return all(recorded.get(k) == current.get(k) for k in keys)
+
+
+def dataset_fingerprint(dataset: Path) -> dict[str, Any]:
+    """The two splits the pipeline reads (query/, bounding_box_test/) of a Market-1501 root.
+
+    The other folders of the archive (training images, gt_bbox) are not read by any stage,
+    so touching them is no reason to preprocess again.
+    """
+    from .constants import SPLIT_FOLDERS
+    from .dataset import find_market_root
+
+    try:
+        root = find_market_root(Path(dataset))
+    except PcbError as error:
+        return {"kind": "invalid", "error": str(error)}
+    return {
+        "kind": "dataset",
+        "root": root.name,
+        **{split: fingerprint(root / folder) for split, folder in SPLIT_FOLDERS.items()},
+    }
+
+
+def same_input(recorded: Any, current: Mapping[str, Any]) -> bool:
+    if not isinstance(recorded, Mapping):
+        return False
+    fp = recorded.get("fingerprint")
+    now = current.get("fingerprint")
+    if not isinstance(fp, Mapping) or not isinstance(now, Mapping):
+        return False
+    if now.get("kind") == "dataset":
+        return fp.get("kind") == "dataset" and all(
+            same_fingerprint(fp.get(split), now[split]) for split in ("query", "gallery")
+        )
+    if now.get("kind") == "missing":
+        # An optional input (bins/<split>.skipped.json) absent then and now.
+        return fp.get("kind") == "missing"
+    # An input that is invalid or unreadable now cannot vouch for anything.
+    return now.get("kind") in ("file", "tree") and same_fingerprint(fp, now)
+
+
+# ---------------------------------------------------------------- the plan of one stage run
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What the wrapper needs to know of one stage call (pcb/stage_plans.py builds these).
+
+    `outputs` are run-relative paths the stage writes (files or folders); whatever record
+    file the stage changes besides is added when it completes. `reset` is removed before a
+    forced run (per-image output sets, which a plain rerun would resume instead). `amends`
+    are other stages' outputs this one rewrites in place (parity adds its figures to an
+    evaluation record): their owners' fingerprints follow, since their content is kept.
+    `skippable` is False where outputs depend on hardware the plan cannot see; those stages
+    are recorded but always run (they keep their own caches: engines, .om models).
+    """
+
+    key: str
+    stage: str
+    inputs: Mapping[str, Path] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
+    skippable: bool = True
+    reset: tuple[str, ...] = ()
+    amends: tuple[str, ...] = ()
+    # False for the report: a run folder copied without a manifest must stay one, or the
+    # report would hide every figure of it the next time.
+    creates_manifest: bool = True
+
+
+# ---------------------------------------------------------------- reading and writing
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """The manifest of a run folder, None when it has none; PcbError when it is unreadable."""
+    path = Path(root) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError) as error:
+        raise PcbError(
+            f"{path} cannot be read ({error}): it was edited by hand or damaged; delete it "
+            "(the next stage run writes a new one; stages then run again instead of being "
+            "skipped)"
+        ) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
+        raise PcbError(
+            f"{path} is not a pcb run manifest (no `stages`): delete it and run the stages again"
+        )
+    return manifest
+
+
+def new_manifest(root: Path) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "run": str(root),
+        "created": utc_now(),
+        "updated": utc_now(),
+        "inputs": {},
+        "stages": {},
+    }
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    # Where the run was last used: a folder is often copied or mounted elsewhere.
+    manifest["run"] = str(root)
+    manifest["updated"] = utc_now()
+    atomic_write_json(Path(root) / MANIFEST_NAME, manifest)
+
+
+def environment() -> dict[str, Any]:
+    """Where a stage ran: host, Python, pcb and library versions, the image when in one."""
+    versions: dict[str, str] = {}
+    for name in ("pcb-bench", *VERSIONS):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    env = {
+        "host": host_name(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "versions": versions,
+    }
+    image = {key.lower(): os.environ[key] for key in IMAGE_ENV if os.environ.get(key)}
+    if image:
+        env["image"] = image
+    return env
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _record_files(root: Path) -> dict[str, tuple[int, int, int]]:
+    """run-relative path -> (size, mtime, inode) of the record files a stage may change."""
+    found: dict[str, tuple[int, int, int]] = {}
+    folders = [root / name for name in RECORD_FOLDERS]
+    dumps = root / "dumps"
+    if dumps.is_dir():
+        folders += sorted(p for p in dumps.iterdir() if p.is_dir())
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name in BOOKKEEPING or is_temp_name(entry.name):
+                    continue
+                if entry.is_file(follow_symlinks=False):
+                    stat = entry.stat()
+                    key = Path(entry.path).relative_to(root).as_posix()
+                    found[key] = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    return found
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _claims(output: str, path: str) -> bool:
+    return path == output or path.startswith(output.rstrip("/") + "/")
+
+
+def _fingerprint_outputs(root: Path, names: Sequence[str]) -> dict[str, Any]:
+    # Outputs that do not exist (a static model not asked for) are not recorded.
+    outputs = {}
+    for name in sorted(set(names)):
+        fp = fingerprint(root / name, root)
+        if fp["kind"] != "missing":
+            outputs[name] = fp
+    return outputs
+
+
+def outputs_verify(root: Path, entry: Mapping[str, Any]) -> list[str]:
+    """The outputs of a recorded stage that changed or vanished since; [] when all verify."""
+    outputs = entry.get("outputs")
+    if not isinstance(outputs, Mapping):
+        return ["(no outputs recorded)"]
+    return [
+        name
+        for name, fp in outputs.items()
+        if not same_fingerprint(fp, fingerprint(root / name, root))
+    ]
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Temporary files a killed stage left anywhere in the run folder.
+
+    Called with the run's lock held: nobody else writes here, so every temporary file is
+    an orphan. Removing them leaves the folder with exactly the files a run that was never
+    interrupted would have written.
+    """
+    removed = []
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            if is_temp_name(name):
+                path = Path(directory) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+# ---------------------------------------------------------------- the wrapper
+
+
+@dataclass
+class Decision:
+    skip: bool
+    reason: str
+
+
+def decide(
+    plan: StagePlan,
+    previous: Mapping[str, Any] | None,
+    inputs: Mapping[str, Any],
+    root: Path,
+) -> Decision:
+    """Whether the stage's last recorded run still stands; the reason, for the user."""
+    if not plan.skippable:
+        return Decision(False, "runs every time (not skippable)")
+    if not isinstance(previous, Mapping):
+        return Decision(False, "not run before in this folder")
+    status = previous.get("status")
+    if status != COMPLETE:
+        return Decision(False, f"its last run is recorded {status}")
+    if previous.get("options") != _jsonable(plan.options):
+        return Decision(False, "options changed")
+    recorded = previous.get("inputs") or {}
+    changed = [name for name in inputs if not same_input(recorded.get(name), inputs[name])]
+    if changed or set(recorded) != set(inputs):
+        return Decision(False, f"inputs changed: {', '.join(changed or sorted(recorded))}")
+    stale = outputs_verify(root, previous)
+    if stale:
+        return Decision(False, f"outputs changed since: {', '.join(stale[:3])}")
+    return Decision(True, f"complete since {previous.get('finished')}")
+
+
+def _jsonable(value: Any) -> Any:
+    """Options as JSON would give them back (tuples as lists, paths as strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _describe_inputs(plan: StagePlan, root: Path) -> dict[str, Any]:
+    described = {}
+    for name, path in plan.inputs.items():
+        path = Path(path)
+        # The dataset by its two splits only; any other input by its own file or tree.
+        fp = dataset_fingerprint(path) if name == "dataset" else fingerprint(path, root)
+        described[name] = {"path": str(path), "fingerprint": fp}
+    return described
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if isinstance(error, SystemExit):
+        return f"exited with status {error.code}"
+    text = str(error).strip() or type(error).__name__
+    return text if isinstance(error, PcbError) else f"{type(error).__name__}: {text}"
+
+
+def _only_bookkeeping(root: Path) -> bool:
+    try:
+        return all(entry.name in BOOKKEEPING for entry in os.scandir(root))
+    except OSError:
+        return False
+
+
+def _save_failure(root: Path, manifest: dict[str, Any]) -> None:
+    try:
+        write_manifest(root, manifest)
+    except (OSError, PcbError) as error:
+        # The stage's own error matters more; the entry stays "running", which the next run
+        # and the report read as "not complete" all the same.
+        print(f"warning: could not update {root / MANIFEST_NAME}: {error}", file=sys.stderr)
+
+
+@dataclass
+class StageRun:
+    """What `run_recorded` did: skipped or ran, why, and the stage's manifest entry."""
+
+    plan: StagePlan
+    layout: RunLayout
+    skip: bool
+    reason: str
+    entry: dict[str, Any] = field(default_factory=dict)
+
+
+def run_recorded(
+    plan: StagePlan,
+    layout: RunLayout,
+    body: Callable[[], None],
+    force: bool = False,
+    command: Sequence[str] = (),
+    echo: Callable[[str], None] = print,
+) -> StageRun:
+    """Run `body` (the stage) under the run folder's lock, recorded in its manifest.
+
+    Skipped when `decide` says its last run stands, unless `force`. Any exception marks
+    the stage failed (a full disk becomes a PcbError naming the folder) and is re-raised;
+    a run folder this call created and nothing but bookkeeping went into is removed again,
+    so an input refused at once leaves nothing behind.
+    """
+    root = layout.root
+    created = not root.exists()
+    # Refused (another process holds the folder): touch nothing, the folder is theirs.
+    lock = RunLock(root, plan.key)
+    lock.acquire()
+    try:
+        return _run_locked(plan, layout, body, force, command, echo, created)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    plan: StagePlan,
+    layout: RunLayout,
+    body: Callable[[], None],
+    force: bool,
+    command: Sequence[str],
+    echo: Callable[[str], None],
+    created: bool,
+) -> StageRun:
+    root = layout.root
+    remove_stale_temps(root)
+    existing = read_manifest(root)
+    if existing is None and not plan.creates_manifest:
+        body()
+        return StageRun(plan, layout, False, "not recorded: the run has no manifest")
+    manifest = existing or new_manifest(root)
+    inputs = _describe_inputs(plan, root)
+    previous = manifest["stages"].get(plan.key)
+    decision = decide(plan, previous, inputs, root)
+    if decision.skip and not force:
+        echo(
+            f"{plan.key}: skipped, {decision.reason} with the same inputs and options, and its "
+            f"outputs verify ({MANIFEST_NAME}); --force runs it again"
+        )
+        return StageRun(plan, layout, True, decision.reason, dict(previous or {}))
+    if isinstance(previous, Mapping) and previous.get("status") == RUNNING:
+        echo(
+            f"{plan.key}: its run started {previous.get('started')} was interrupted; "
+            "continuing where it stopped"
+        )
+    if force:
+        for name in plan.reset:
+            target = root / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+    before = _record_files(root)
+    entry: dict[str, Any] = {
+        "stage": plan.stage,
+        "status": RUNNING,
+        "started": utc_now(),
+        "finished": None,
+        "forced": force,
+        "reason": "forced" if force else decision.reason,
+        "inputs": inputs,
+        "options": _jsonable(plan.options),
+        "command": list(command),
+        "pid": os.getpid(),
+        "environment": environment(),
+        # What this run will (re)write, so that a report made while it runs, or after it
+        # failed, knows which figures it no longer vouches for.
+        "planned_outputs": sorted({*plan.outputs, *((previous or {}).get("outputs") or {})}),
+        "outputs": {},
+    }
+    manifest["stages"][plan.key] = entry
+    for name, described in inputs.items():
+        # The run's inputs from outside it (checkpoint, dataset), as last used; the
+        # stages' own entries hold the rest.
+        if not _inside(Path(described["path"]), root):
+            manifest["inputs"][name] = described
+    start = time.monotonic()
+    try:
+        write_manifest(root, manifest)
+        body()
+    except BaseException as error:
+        entry.update(
+            status=FAILED,
+            finished=utc_now(),
+            wall_s=round(time.monotonic() - start, 3),
+            error=_error_text(error),
+        )
+        if created and _only_bookkeeping(root):
+            # Refused before writing anything: leave no folder behind.
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            _save_failure(root, manifest)
+        if is_disk_full(error):
+            raise PcbError(disk_full_message(root)) from error
+        raise
+    changed = [
+        name for name, identity in _record_files(root).items() if before.get(name) != identity
+    ]
+    declared = [name for name in plan.outputs if (root / name).exists()]
+    # A record inside a declared folder is covered by that folder's fingerprint.
+    changed = [name for name in changed if not any(_claims(d, name) for d in declared)]
+    kept = [
+        name
+        for name in (previous or {}).get("outputs", {}) or {}
+        if name not in declared and (root / name).exists()
+    ]
+    entry.update(
+        status=COMPLETE,
+        finished=utc_now(),
+        wall_s=round(time.monotonic() - start, 3),
+        outputs=_fingerprint_outputs(root, [*declared, *changed, *kept]),
+    )
+    _hand_over(manifest, plan, entry)
+    try:
+        write_manifest(root, manifest)
+    except (OSError, PcbError) as error:
+        # The outputs are complete; only the record of it is missing, which costs a rerun.
+        raise PcbError(
+            f"{plan.key} finished but {root / MANIFEST_NAME} could not be updated ({error}); "
+            "its outputs are complete, run the same command again to record them"
+        ) from None
+    return StageRun(plan, layout, False, decision.reason, entry)
+
+
+def _hand_over(manifest: dict[str, Any], plan: StagePlan, entry: Mapping[str, Any]) -> None:
+    """Outputs this stage amended in place keep vouching for their first stage's run."""
+    for key, other in manifest["stages"].items():
+        if key == plan.key or not isinstance(other, dict) or other.get("status") != COMPLETE:
+            continue
+        outputs = other.get("outputs") or {}
+        for name in plan.amends:
+            if name in outputs and name in entry["outputs"]:
+                outputs[name] = entry["outputs"][name]
+
+
+# ---------------------------------------------------------------- what the report trusts
+
+
+@dataclass
+class ManifestView:
+    """A run's manifest as the report reads it: which record files a complete stage vouches
+    for. A run without a manifest (an older pcb, or copied without it) vouches for nothing
+    and hides nothing; the report says so."""
+
+    root: Path
+    manifest: dict[str, Any] | None
+
+    @classmethod
+    def load(cls, root: Path) -> ManifestView:
+        return cls(Path(root), read_manifest(root))
+
+    @property
+    def present(self) -> bool:
+        return self.manifest is not None
+
+    def owners(self, relative: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        if self.manifest is None:
+            return
+        for key, entry in self.manifest["stages"].items():
+            if not isinstance(entry, dict):
+                continue
+            # A run that did not complete claims what it meant to write as well.
+            names = list(entry.get("outputs") or {})
+            if entry.get("status") != COMPLETE:
+                names += _planned(entry)
+            if any(_claims(name, relative) for name in names):
+                yield key, entry
+
+    def problem(self, path: Path) -> str | None:
+        """None when a complete stage wrote `path` and it is unchanged since; else why not."""
+        if self.manifest is None:
+            return None
+        relative = Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+        owners = list(self.owners(relative))
+        if not owners:
+            return f"{relative}: no stage in {MANIFEST_NAME} recorded writing it"
+        for key, entry in owners:
+            status = entry.get("status")
+            if status != COMPLETE:
+                error = entry.get("error")
+                detail = f" ({error})" if error else ""
+                return f"{relative}: stage {key} is recorded {status}{detail}"
+        for key, entry in owners:
+            for name, fp in (entry.get("outputs") or {}).items():
+                if name == relative and not same_fingerprint(fp, fingerprint(path, self.root)):
+                    return f"{relative}: changed since stage {key} wrote it"
+        return None
+
+
+def _planned(entry: Mapping[str, Any]) -> list[str]:
+    planned = entry.get("planned_outputs")
+    return [str(p) for p in planned] if isinstance(planned, list) else []
