@@ -399,6 +399,7 @@ def report(
         "trt",
         *TRT_FLAGS,
         "force",
+        int8="also the CPU INT8 platform: quantize, then infer, evaluate, parity, perf at int8",
         dataset="Market-1501 root",
         checkpoint="checkpoint file",
         batch_sizes="perf batch sizes, e.g. 1,4,8,16,32,64",
@@ -425,6 +426,7 @@ def full(
     gpus=None,
     precision=None,
     force=False,
+    int8=False,
 ):
     """Every stage in order: [demo-data,] export, preprocess, infer, evaluate, perf, report.
 
@@ -449,6 +451,7 @@ def full(
             devices=devices,
             aoe=aoe,
             dynamic=dynamic,
+            int8=int8 or None,  # not given: invoke.yaml's pcb.int8
             trt=trt or None,  # not given: invoke.yaml's pcb.trt
             gpus=gpus,
             trt_precision=precision,

@@ -81,6 +81,39 @@ def _add_backend(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "int8"],
+        default="fp32",
+        help="onnxruntime on the CPU: fp32 (pcb.onnx) or int8 (model/pcb_int8.onnx, static QDQ "
+        "quantisation calibrated on the run's bins; made by `quantize` or on first use)",
+    )
+
+
+def _cpu_precision_backend(args: argparse.Namespace) -> None:
+    """--precision int8 selects the int8 onnxruntime backend: its own dumps, records, column."""
+    if getattr(args, "precision", "fp32") != "int8" or args.stage not in ("infer", "perf"):
+        return
+    if args.backend != "onnxruntime":
+        raise PcbError(
+            f"--precision int8 is for the onnxruntime CPU backend, not {args.backend}: "
+            "drop --precision or use --backend onnxruntime"
+        )
+    args.backend = "onnxruntime-int8"
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from .quantize import ensure_quantized
+
+    ensure_quantized(
+        RunLayout(args.run),
+        calibration_images=args.calibration_images,
+        force=args.force,
+        quiet=args.quiet,
+    )
+
+
 def backend_name(text: str) -> str:
     """A backend's dump / record name: onnxruntime, Ascend310P3-ais_bench, ..."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
@@ -372,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_variant(infer)
     _add_quiet(infer)
+    _add_precision(infer)
     _add_force(infer, " (every dump is recomputed)")
     infer.set_defaults(func=cmd_infer)
 
@@ -415,8 +449,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_variant(perf)
     _add_quiet(perf)
+    _add_precision(perf)
     _add_force(perf, " (measures again)")
     perf.set_defaults(func=cmd_perf)
+
+    quantize = stages.add_parser(
+        "quantize",
+        help="pcb.onnx -> model/pcb_int8.onnx: static INT8 (QDQ, per-channel) on the run's bins",
+    )
+    _add_run(quantize)
+    quantize.add_argument(
+        "--calibration-images",
+        type=positive_int,
+        default=None,
+        help="bins to calibrate on (default: as recorded, else 64)",
+    )
+    _add_quiet(quantize)
+    _add_force(quantize)
+    quantize.set_defaults(func=cmd_quantize)
 
     convert = stages.add_parser(
         "convert", help="pcb.onnx -> model/om/pcb_bs<N>.om per batch size (atc; Ascend)"
@@ -565,6 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _cpu_precision_backend(args)
         dispatch(args, argv)
     except PcbError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -78,3 +78,26 @@ def test_every_stage_call_parses_with_the_cli():
     for call in full_pipeline(settings):
         args = build_parser().parse_args(call.argv())
         assert args.stage == call.stage
+
+
+def test_int8_platform_joins_before_the_report():
+    calls = full_pipeline(settings_from_config({}, demo=True, int8=True))
+    stages = [call.stage for call in calls]
+    assert stages[-6:] == ["quantize", "infer", "evaluate", "parity", "perf", "report"]
+    quantize, infer, evaluate = calls[-6], calls[-5], calls[-4]
+    assert quantize.image == "export"  # quantising needs onnx, which the runtime image lacks
+    assert infer.argv()[-2:] == ["--precision", "int8"]
+    assert "onnxruntime-int8" in evaluate.argv()
+
+
+def test_cli_int8_precision_selects_the_int8_backend():
+    from pcb.cli import _cpu_precision_backend, build_parser
+
+    args = build_parser().parse_args(["perf", "--run", "r", "--precision", "int8"])
+    _cpu_precision_backend(args)
+    assert args.backend == "onnxruntime-int8"
+    bad = build_parser().parse_args(
+        ["perf", "--run", "r", "--backend", "ais_bench", "--precision", "int8"]
+    )
+    with pytest.raises(PcbError, match="--precision int8 is for the onnxruntime CPU backend"):
+        _cpu_precision_backend(bad)

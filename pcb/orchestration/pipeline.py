@@ -144,6 +144,30 @@ def _run_folder(settings: Settings, run: str) -> Path:
     return path if len(path.parts) > 1 or path.is_absolute() else settings.results_dir / run
 
 
+def int8_calls(settings: Settings) -> list[StageCall]:
+    """The CPU INT8 platform beside fp32: quantize (in the export image, which has onnx), then
+    infer, evaluate, parity against the fp32 features, and perf at int8."""
+    from .ascend_stages import parity_call
+
+    run, quiet = settings.run_dir, _quiet(settings)
+    int8 = ("--precision", "int8")
+    infer, perf = stage_call("infer", settings), stage_call("perf", settings)
+    return [
+        StageCall("quantize", "export", ("--run", run, *quiet)),
+        StageCall("infer", "runtime", (*infer.args, *int8)),
+        StageCall(
+            "evaluate",
+            "runtime",
+            ("--dataset", settings.dataset, "--run", run, "--backend", INT8_BACKEND),
+        ),
+        parity_call(settings, INT8_BACKEND),
+        StageCall("perf", "runtime", (*perf.args, *int8)),
+    ]
+
+
+INT8_BACKEND = "onnxruntime-int8"
+
+
 def full_pipeline(settings: Settings) -> list[StageCall]:
     """Every stage `invoke full` runs; demo-data only for a demo run; with a chip, the Ascend
     stages too (ascend_stages.ascend_pipeline); with trt, the TensorRT stages too (the GPU
@@ -155,6 +179,9 @@ def full_pipeline(settings: Settings) -> list[StageCall]:
     else:
         stages = STAGES if settings.demo else STAGES[1:]
         calls = [stage_call(stage, settings) for stage in stages]
+    if settings.int8:
+        # Before the report, which then shows the int8 column beside fp32.
+        calls = [*calls[:-1], *int8_calls(settings), calls[-1]]
     if settings.trt:
         from ..tensorrt.plan import insert_trt
 

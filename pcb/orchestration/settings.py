@@ -52,6 +52,8 @@ class Settings:
     npu_loop: int = 100
     npu_warmup: int = 5
     parity_threshold: float = 0.99
+    # Also the CPU INT8 platform: quantize, infer, evaluate, parity and perf at int8.
+    int8: bool = False
     # TensorRT (docs/tensorrt.md): `invoke trt`, or `invoke full --trt` for the whole pipeline.
     trt: bool = False
     trt_precision: str = "fp16"
@@ -156,7 +158,7 @@ def _gpus(key: str, value: Any) -> str:
     return "all" if selection == -1 else ",".join(selection)
 
 
-_TRT = {"trt": _bool, "trt_precision": _trt_precision, "gpus": _gpus}
+_TRT = {"int8": _bool, "trt": _bool, "trt_precision": _trt_precision, "gpus": _gpus}
 
 
 def _coerce(key: str, value: Any) -> Any:
