@@ -73,7 +73,8 @@ def test_wheels_from_setting_or_host_pip(tmp_path: Path):
     assert resolve_wheels("", {"PIP_FIND_LINKS": f"https://example.invalid {tmp_path}"}) == tmp_path
     assert resolve_wheels("", {"PIP_FIND_LINKS": f"file://{tmp_path}"}) == tmp_path
     assert resolve_wheels("", {"PIP_FIND_LINKS": "https://example.invalid/whl"}) is None
-    assert resolve_wheels("", {}) is None
+    assert resolve_wheels("", {}, config_links="") is None
+    assert resolve_wheels("", {}, config_links=str(tmp_path)) == tmp_path
     with pytest.raises(PcbError, match="wheels folder .* does not exist"):
         resolve_wheels(str(tmp_path / "missing"), {})
 
@@ -95,3 +96,13 @@ def test_build_args():
     }
     with pytest.raises(PcbError, match="expected NAME=VALUE"):
         parse_build_args(["novalue"])
+
+
+def test_find_links_from_pip_configuration(monkeypatch):
+    import subprocess
+
+    class Listing:
+        stdout = "global.cert='/etc/ssl/certs/ca.crt'\nglobal.find-links='/opt/wheels'\n"
+
+    monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: Listing())
+    assert build_inputs.pip_config_find_links() == "/opt/wheels"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,15 +49,41 @@ def _offline_base(client: Any) -> str:
     return ensure_base_image(client).tag
 
 
-def resolve_wheels(setting: str, environ: Mapping[str, str] = os.environ) -> Path | None:
-    """A local wheel folder for the builds: the setting, else the host pip's PIP_FIND_LINKS
-    when that is a local folder (so a host whose pip finds torch there builds the same)."""
+def pip_config_find_links() -> str:
+    """find-links from the host pip's configuration files (pip config list), '' if none."""
+    try:
+        listing = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    links = []
+    for line in listing.splitlines():
+        key, _, value = line.partition("=")
+        if key.endswith("find-links"):
+            links.append(value.strip().strip("'\""))
+    return " ".join(links)
+
+
+def resolve_wheels(
+    setting: str, environ: Mapping[str, str] = os.environ, config_links: str | None = None
+) -> Path | None:
+    """A local wheel folder for the builds: the setting, else the host pip's find-links
+    (PIP_FIND_LINKS, else its configuration files) when that is a local folder, so a host
+    whose pip finds torch there builds the images the same way."""
     if setting:
         path = Path(setting)
         if not path.is_dir():
             raise PcbError(f"wheels folder {path} does not exist: set pcb.wheels to a folder")
         return path
-    for entry in environ.get("PIP_FIND_LINKS", "").split():
+    links = environ.get("PIP_FIND_LINKS", "")
+    if not links:
+        links = pip_config_find_links() if config_links is None else config_links
+    for entry in links.split():
         path = Path(entry.removeprefix("file://"))
         if path.is_absolute() and path.is_dir():
             return path
