@@ -192,22 +192,39 @@ def run_inference(
             "started": utc_now(),
             "host": host_name(),
         }
-        # Written before the first dump: an interrupted run still says which model made them.
-        atomic_write_json(record_path, record)
-        start = time.perf_counter()
-        _infer_split(engine, layout, backend, split, pending, batch_size, quiet)
-        wall = time.perf_counter() - start
-        record.update(
-            complete=True,
-            finished=utc_now(),
-            wall_s=round(wall, 3),
-            # End to end: file reads, inference and atomic writes, as the guide's [e2e] line.
-            images_per_s=round(len(pending) / wall, 3) if pending and wall > 0 else None,
-        )
-        atomic_write_json(record_path, record)
+        infer_recorded(engine, layout, backend, split, pending, batch_size, quiet, record)
         if not quiet:
             print(f"{split}: {len(stems)} dumps in {layout.dumps_dir(backend, split)}")
     return counts
+
+
+def infer_recorded(
+    engine: Backend,
+    layout: RunLayout,
+    backend: str,
+    split: str,
+    pending: Sequence[str],
+    batch_size: int,
+    quiet: bool,
+    record: dict[str, Any],
+) -> None:
+    """Infer `pending` into the split's dumps, bracketed by its record: written incomplete
+    before the first dump (an interrupted run still says which model made them), then
+    complete with the timing."""
+    record_path = infer_record_path(layout, backend, split)
+    atomic_write_json(record_path, record)
+    start = time.perf_counter()
+    if pending:
+        _infer_split(engine, layout, backend, split, pending, batch_size, quiet)
+    wall = time.perf_counter() - start
+    record.update(
+        complete=True,
+        finished=utc_now(),
+        wall_s=round(wall, 3),
+        # End to end: file reads, inference and atomic writes, as the guide's [e2e] line.
+        images_per_s=round(len(pending) / wall, 3) if pending and wall > 0 else None,
+    )
+    atomic_write_json(record_path, record)
 
 
 def _infer_split(

@@ -27,13 +27,13 @@ from tqdm import tqdm
 from ..backends.base import Backend
 from ..constants import DEFAULT_BATCH_SIZES, SPLITS
 from ..errors import PcbError
-from ..fileio import atomic_write_json, atomic_write_text, file_md5
+from ..fileio import atomic_write_text, file_md5
 from ..infer import (
     _dump_complete,
-    _infer_split,
     _previous_record,
     dump_path,
     infer_record_path,
+    infer_recorded,
     perf_table,
     read_stems,
     require_model,
@@ -414,18 +414,7 @@ def run_trt_infer(
             "started": utc_now(),
             "host": host_name(),
         }
-        atomic_write_json(record_path, record)
-        start = time.perf_counter()
-        if pending:
-            _infer_split(backend, layout, name, split, pending, batch_size, quiet)
-        wall = time.perf_counter() - start
-        record.update(
-            complete=True,
-            finished=utc_now(),
-            wall_s=round(wall, 3),
-            images_per_s=round(len(pending) / wall, 3) if pending and wall > 0 else None,
-        )
-        atomic_write_json(record_path, record)
+        infer_recorded(backend, layout, name, split, pending, batch_size, quiet, record)
         if not quiet:
             print(f"{split}: {len(stems)} dumps in {layout.dumps_dir(name, split)}")
     if not quiet:
