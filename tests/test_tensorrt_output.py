@@ -19,7 +19,7 @@ from pcb.tensorrt.trtexec_output import (
     strip_prefix,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "trtexec"
+FIXTURES = Path(__file__).parent / "fixtures" / "real" / "trtexec"
 
 
 def fixture(name: str) -> str:
