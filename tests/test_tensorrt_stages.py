@@ -432,3 +432,38 @@ def test_gpu_name_probe():
     assert gpu_name(1, runner, which=lambda name: "/usr/bin/nvidia-smi") == "Tesla T4"
     assert gpu_name(0, runner, which=lambda name: None) == "unknown"
     assert gpu_name(1, lambda argv: Completed(9, "NVML error"), which=lambda n: "x") == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("help_file", "version"),
+    [
+        ("help_trt8_2_1.txt", "8.2.1"),
+        ("help_trt8_6_1.txt", "8.6.1"),
+        ("help_trt10_0_1.txt", "10.0.1"),
+        ("help_trt10_16_1.txt", "10.16.1"),
+    ],
+)
+def test_probe_reads_the_real_help(help_file, version):
+    text = (Path(__file__).parent / "fixtures" / "real" / "trtexec" / help_file).read_text()
+    info = tools.probe_trtexec("trtexec", lambda argv: Completed(0, text))
+    assert (str(info.version), info.source) == (version, "trtexec --help")
+    assert info.help_text == text
+
+
+def test_probe_refusals(monkeypatch):
+    monkeypatch.setattr(tools, "_package_version", lambda: None)
+
+    def probe(output: str):
+        return tools.probe_trtexec("/opt/x/trtexec", lambda argv: Completed(0, output))
+
+    with pytest.raises(PcbError, match=r"neither trtexec's banner nor a TensorRT version"):
+        probe("usage: something else\n")
+    for banner, message in [
+        ("[TensorRT v110000]", r"TensorRT 11\.0\.0: TensorRT 11 dropped"),
+        ("[TensorRT v6005]", r"TensorRT 6\.0\.5: the flags these stages pass were checked"),
+    ]:
+        with pytest.raises(PcbError, match=message):
+            probe(f"&&&& RUNNING TensorRT.trtexec {banner} # trtexec --help\n")
+    # TensorRT 7: no version in the banner, none installed as a package
+    with pytest.raises(PcbError, match=r"printed no TensorRT version"):
+        probe("&&&& RUNNING TensorRT.trtexec # trtexec --help\n")
