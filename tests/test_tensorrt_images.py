@@ -92,3 +92,33 @@ def test_invoke_build_uses_the_chosen_base(monkeypatch):
     seen.clear()
     tasks._build(settings_from_config({}), ["tensorrt"])
     assert seen == {"tensorrt": "nvcr.io/nvidia/tensorrt:24.05-py3"}
+
+
+SOURCES = ROOT / "tests" / "fixtures" / "real" / "tensorrt_images"
+
+
+def test_each_image_fact_is_in_a_kept_public_text():
+    """The matrix against the public texts it cites, kept verbatim with their source."""
+    import json
+
+    manifest = json.loads((SOURCES / "manifest.json").read_text(encoding="utf-8"))
+    assert {e["file"] for e in manifest} == {p.name for p in SOURCES.iterdir()} - {"manifest.json"}
+    checked: dict[str, set[str]] = {}
+    for entry in manifest:
+        text = (SOURCES / entry["file"]).read_text(encoding="utf-8")
+        needles = entry["supports"]["text"]
+        for needle in [needles] if isinstance(needles, str) else needles:
+            assert needle in text, (entry["file"], needle)
+        checked.setdefault(entry["supports"]["image"], set()).add(text)
+    new, old = tensorrt_image("10.0"), tensorrt_image("8.6")
+    tag = {image.key: image.reference.split(":")[1].split("-")[0] for image in IMAGES}
+    for image in (new, old):
+        assert any(f"TensorRT Release {tag[image.key]}" in t for t in checked[image.key])
+    # 24.05: TensorRT, CUDA, Ubuntu and Python as the NGC 24.05 notes give them.
+    [notes] = [t for t in checked["10.0"] if "PaddlePaddle Release 24.05" in t]
+    assert f"TensorRT {new.tensorrt}." in notes and f"NVIDIA CUDA {new.cuda}\n" in notes
+    assert f"Ubuntu {new.ubuntu} including Python {new.python}" in notes
+    # 23.09: a TensorRT 8.6 environment FROM the tag, and CUDA 12.2.1; the rest is inferred.
+    assert any(f"FROM {old.reference}" in t for t in checked["8.6"])
+    assert any(f"based on CUDA {old.cuda}," in t for t in checked["8.6"])
+    assert {"ubuntu", "python"} <= set(old.inferred) and not new.inferred

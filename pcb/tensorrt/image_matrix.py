@@ -1,10 +1,11 @@
 """The NVIDIA TensorRT base images the tensorrt image is built and checked for.
 
 `trt_image` in invoke.yaml chooses one by key ("10.0", the default, or "8.6"). Each entry says
-where its tag and versions come from; what could not be read from a public source is marked
-inferred. The Dockerfile checks the base's Python against the lock when it builds, and the
-stages read the TensorRT version from trtexec itself before they run anything, so an entry
-that is wrong here shows as a clear error, not as wrong flags.
+where its tag and versions come from (the quoted texts are kept, verbatim, in
+tests/fixtures/real/tensorrt_images and checked against these entries); what could not be read
+from a public source is marked inferred. The Dockerfile compares the base's Python with the
+lock's when it builds, and the stages read the TensorRT version from trtexec itself before they
+run anything, so an entry that is wrong here shows as a clear message, not as wrong flags.
 """
 
 from __future__ import annotations
