@@ -62,17 +62,39 @@ def _build(
     from pcb.orchestration.images import build_images, describe
 
     client = connect()
-    results = build_images(
-        images,
-        client=client,
-        base_image=resolve_base_image(settings.base_image, client, images),
-        wheels=resolve_wheels(settings.wheels),
-        index_url=settings.index_url or None,
-        ca_bundle=resolve_ca_bundle(settings.ca_bundle),
-        extra_build_args={name: parse_build_args(build_args) for name in images},
-        force=force,
-        quiet=settings.quiet,
-    )
+    # The tensorrt image's base is the one trt_image chooses (pcb/tensorrt/image_matrix.py).
+    others = [name for name in images if name != "tensorrt"]
+    extra = {name: parse_build_args(build_args) for name in images}
+    ca_bundle = resolve_ca_bundle(settings.ca_bundle)
+    results = []
+    if others:
+        results = build_images(
+            others,
+            client=client,
+            base_image=resolve_base_image(settings.base_image, client, others),
+            wheels=resolve_wheels(settings.wheels),
+            index_url=settings.index_url or None,
+            ca_bundle=ca_bundle,
+            extra_build_args=extra,
+            force=force,
+            quiet=settings.quiet,
+        )
+    if "tensorrt" in images:
+        from pcb.orchestration.images import build_image
+        from pcb.tensorrt.image_matrix import tensorrt_image
+
+        results.append(
+            build_image(
+                "tensorrt",
+                client=client,
+                base_image=tensorrt_image(settings.trt_image).reference,
+                index_url=settings.index_url or None,
+                ca_bundle=ca_bundle,
+                extra_build_args=extra["tensorrt"],
+                force=force,
+                quiet=settings.quiet,
+            )
+        )
     for result in results:
         print(describe(result))
 

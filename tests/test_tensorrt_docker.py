@@ -28,6 +28,8 @@ pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[1]
 DOUBLE = ROOT / "tests" / "doubles" / "tensorrt" / "trtexec"
+# The double takes the options of its version's real --help: 10.0.1's goes in with it.
+HELP = ROOT / "tests" / "fixtures" / "real" / "trtexec" / "help_trt10_0_1.txt"
 RUNTIME = images.IMAGES["runtime"].latest
 
 
@@ -47,10 +49,11 @@ DOCKERFILE = f"""\
 FROM {RUNTIME}
 USER root
 COPY trtexec /usr/local/bin/trtexec
+COPY help_trt10_0_1.txt /opt/trtexec-fixtures/help_trt10_0_1.txt
 COPY pcb/ /opt/pcb-src/pcb/
 RUN chmod 0755 /usr/local/bin/trtexec && chmod -R a+rX /opt/pcb-src
 # This checkout's pcb ahead of the image's installed copy (which may predate pcb.tensorrt).
-ENV PYTHONPATH=/opt/pcb-src
+ENV PYTHONPATH=/opt/pcb-src TRTEXEC_DOUBLE_FIXTURES=/opt/trtexec-fixtures
 USER pcb
 # python -m pcb once the trt-* commands are wired into it; until then pcb.tensorrt's own
 # entry point, which has the same sub-commands.
@@ -59,7 +62,11 @@ ENTRYPOINT ["python", "-m", "{_entry_module()}"]
 
 
 def _context() -> tuple[bytes, str]:
-    files = {"Dockerfile": (DOCKERFILE.encode(), 0o644), "trtexec": (DOUBLE.read_bytes(), 0o755)}
+    files = {
+        "Dockerfile": (DOCKERFILE.encode(), 0o644),
+        "trtexec": (DOUBLE.read_bytes(), 0o755),
+        HELP.name: (HELP.read_bytes(), 0o644),
+    }
     for path in sorted((ROOT / "pcb").rglob("*.py")):
         files[path.relative_to(ROOT).as_posix()] = (path.read_bytes(), 0o644)
     digest = hashlib.sha256()
@@ -162,6 +169,9 @@ def test_trt_perf_in_a_container_with_the_trtexec_double(client, double_image, f
             1000 * record.batch_size / record.latency.mean_ms
         )
         assert record.extra["cross_check"]["status"] == "ok"
+        # figures from trtexec's JSON, written into the results folder by the container
+        assert record.extra["timing_source"] == "exportTimes"
+        assert record.extra["json_vs_printed"]["status"] == "ok"
         assert record.extra["engine_reused"] is False
         # paths as the container saw them
         assert record.extra["engine"].startswith("/results/market/engines/tensorrt/fp16/")
@@ -171,6 +181,7 @@ def test_trt_perf_in_a_container_with_the_trtexec_double(client, double_image, f
     assert engine.is_file() and engine.stat().st_uid == 1000  # the container's user owns it
     assert read_record(engine)["device"] == "Tesla T4"
     assert (layout_root / "perf" / "tensorrt-fp16" / "trtexec_bs64.log").is_file()
+    assert (layout_root / "perf" / "tensorrt-fp16" / "trtexec_bs64.times.json").is_file()
 
     # Second run: every engine is reused (--loadEngine), the figures are the same.
     run(client, double_image, call, data, results, uid=1000)

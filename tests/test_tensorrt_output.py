@@ -13,13 +13,14 @@ from pcb.tensorrt.trtexec_output import (
     FORMAT_TRT8,
     cross_check,
     decode_version_number,
+    diagnose,
     parse_device,
     parse_trtexec_output,
     parse_version,
     strip_prefix,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "trtexec"
+FIXTURES = Path(__file__).parent / "fixtures" / "real" / "trtexec"
 
 
 def fixture(name: str) -> str:
@@ -194,3 +195,16 @@ def test_short_gpu_names(device, short):
 def test_platform_names():
     assert platform_name("Tesla T4", "fp16") == "T4-trt-fp16"
     assert platform_name("unknown", "int8") == "GPU-trt-int8"
+
+
+def test_an_unknown_option_is_named_with_the_version():
+    # The shape trtexec.cpp gives it: `Unknown option: <name> <value>`, then FAILED.
+    text = (
+        "&&&& RUNNING TensorRT.trtexec [TensorRT v100001] # trtexec --buildOnly\n"
+        "[05/27/2024-16:39:16] [E] Unknown option: --buildOnly \n"
+        "&&&& FAILED TensorRT.trtexec [TensorRT v100001] # trtexec --buildOnly\n"
+    )
+    assert "trtexec of TensorRT 10.0.1 does not know --buildOnly" in diagnose(text)
+    with pytest.raises(PcbError, match=r"(?s)reported FAILED.*does not know --buildOnly"):
+        parse_trtexec_output(text)
+    assert diagnose("[I] all fine\n") is None

@@ -226,11 +226,23 @@ def test_dry_run_lists_containers_and_trtexec_lines(roots: Roots):
         "    $ trtexec --onnx=/results/market/model/pcb.onnx "
         "--minShapes=input_1:1x3x384x128 --optShapes=input_1:64x3x384x128 "
         "--maxShapes=input_1:64x3x384x128 --shapes=input_1:64x3x384x128 --fp16 "
-        "--saveEngine=/results/market/engines/tensorrt/fp16/pcb_bs64.engine --device=0"
+        "--saveEngine=/results/market/engines/tensorrt/fp16/pcb_bs64.engine --device=0 "
+        "--exportTimes=/results/market/perf/tensorrt-fp16/trtexec_bs64.times.json"
     ) in lines
     assert "--loadEngine instead" in text
+    # The default trt_image: nvcr.io/nvidia/tensorrt:24.05-py3, TensorRT 10.0.1.
+    assert "flags of TensorRT 10.0.1, the nvcr.io/nvidia/tensorrt:24.05-py3 base" in text
     infer_at = lines.index("==> trt-infer [pcb-tensorrt, GPUs all]")
     assert lines[infer_at + 2].endswith("pcb_bs16.engine --device=0 --skipInference")
+
+
+def test_dry_run_shows_the_flags_of_the_chosen_image(roots: Roots):
+    lines = plan(roots, batch_sizes=(8,), trt_image="8.6").describe(roots.data, roots.results)
+    text = "\n".join(lines)
+    assert "flags of TensorRT 8.6.1, the nvcr.io/nvidia/tensorrt:23.09-py3 base" in text
+    assert "--skipInference" in text and "--buildOnly" not in text
+    with pytest.raises(PcbError, match="trt_image '7.2' is not one of the checked"):
+        plan(roots, trt_image="7.2")
     assert "==> evaluate [pcb-runtime]" in lines
     assert "pcb-runtime:latest evaluate" in text and "--backend tensorrt-fp16" in text
 
@@ -300,18 +312,25 @@ def test_trtexec_commands_from_a_stage_argv():
         "5",
         "--threads",
     ]
-    [command, note] = trtexec_commands(argv)
+    [command, note, flags] = trtexec_commands([*argv, "--profile", "--workspace-mib", "256"])
     assert command == (
         "trtexec --onnx=/results/market/model/pcb.onnx --minShapes=input_1:1x3x384x128 "
         "--optShapes=input_1:8x3x384x128 --maxShapes=input_1:8x3x384x128 "
         "--shapes=input_1:8x3x384x128 --int8 "
         "--calib=/results/market/engines/tensorrt/int8/calibration.cache "
         "--saveEngine=/results/market/engines/tensorrt/int8/pcb_bs8.engine --device=0 "
-        "--duration=5 --threads"
+        "--memPoolSize=workspace:256 --duration=5 --threads "
+        "--exportTimes=/results/market/perf/tensorrt-int8/trtexec_bs8.times.json "
+        "--exportProfile=/results/market/perf/tensorrt-int8/trtexec_bs8.profile.json "
+        "--separateProfileRun"
     )
-    assert "--loadEngine" in note
-    [build] = trtexec_commands(["trt-infer", "--run", "/r", "--batch-size", "4", "--device", "1"])
+    assert "--loadEngine" in note and "TensorRT 10.0.1" in flags
+    [build, _] = trtexec_commands(
+        ["trt-infer", "--run", "/r", "--batch-size", "4", "--device", "1"]
+    )
     assert build.endswith("/r/engines/tensorrt/fp16/pcb_bs4.engine --device=1 --skipInference")
+    [older, _] = trtexec_commands(["trt-infer", "--run", "/r", "--batch-size", "4"], image="8.6")
+    assert older.endswith("--skipInference")
     assert trtexec_commands(["trt-calibrate", "--run", "/r"]) == []
     assert trtexec_commands(["evaluate", "--run", "/r"]) == []
 

@@ -1,4 +1,10 @@
-"""trtexec command construction: every option the TensorRT stages pass."""
+"""trtexec command construction: every option the TensorRT stages pass, for each version.
+
+The flags that differ between versions are checked two ways: against the flag table read from
+trtexec's sources (pcb/tensorrt/flags.py), and against the real `trtexec --help` of 8.2.1,
+8.6.1, 10.0.1 and 10.16.1 (tests/fixtures/real/trtexec/help_*.txt): every flag a command uses
+must be one that version lists.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from pcb.errors import PcbError
+from pcb.tensorrt.flags import check_listed, listed_options
 from pcb.tensorrt.trtexec import (
+    Exports,
     TimingOptions,
     build_command,
     join,
@@ -18,10 +26,15 @@ from pcb.tensorrt.trtexec import (
     validate_precision,
     version_probe_command,
 )
+from pcb.tensorrt.versions import TensorRTVersion
 
 ONNX = Path("/results/market/model/pcb.onnx")
 ENGINE = Path("/results/market/engines/tensorrt/fp16/pcb_bs64.engine")
 CACHE = Path("/results/market/engines/tensorrt/int8/calibration.cache")
+TIMES = Path("/results/market/perf/tensorrt-fp16/trtexec_bs64.times.json")
+PROFILE = Path("/results/market/perf/tensorrt-fp16/trtexec_bs64.profile.json")
+V10 = TensorRTVersion(10, 0, 1)
+HELPS = Path(__file__).parent / "fixtures" / "real" / "trtexec"
 
 
 def test_the_guides_shape_syntax():
@@ -68,7 +81,7 @@ def test_profile_is_one_to_the_batch():
 
 
 def test_build_command_fp16_defaults():
-    argv = build_command(ONNX, ENGINE, 64)
+    argv = build_command(ONNX, ENGINE, 64, version=V10)
     assert argv == [
         "trtexec",
         f"--onnx={ONNX}",
@@ -89,6 +102,7 @@ def test_build_command_every_option():
         ENGINE,
         32,
         "int8",
+        version=V10,
         calib_cache=CACHE,
         device=2,
         timing=timing,
@@ -109,24 +123,34 @@ def test_build_command_every_option():
 
 
 def test_build_command_fp32_has_no_precision_flag():
-    argv = build_command(ONNX, ENGINE, 4, "fp32")
+    argv = build_command(ONNX, ENGINE, 4, "fp32", version=V10)
     assert not [a for a in argv if a in ("--fp16", "--int8") or a.startswith("--calib")]
 
 
 def test_build_only_skips_inference_and_timing():
-    argv = build_command(ONNX, ENGINE, 16, timing=TimingOptions(duration_s=9), skip_inference=True)
+    argv = build_command(
+        ONNX,
+        ENGINE,
+        16,
+        version=V10,
+        timing=TimingOptions(duration_s=9),
+        exports=Exports(times=TIMES),
+        skip_inference=True,
+    )
     assert argv[-1] == "--skipInference"
-    assert not any(a.startswith("--duration") for a in argv)
+    assert not any(a.startswith(("--duration", "--exportTimes")) for a in argv)
 
 
 def test_load_command():
-    assert load_command(ENGINE, 64) == [
+    assert load_command(ENGINE, 64, version=V10) == [
         "trtexec",
         f"--loadEngine={ENGINE}",
         "--shapes=input_1:64x3x384x128",
         "--device=0",
     ]
-    argv = load_command(ENGINE, 1, device=1, timing=TimingOptions(extra=("--useCudaGraph",)))
+    argv = load_command(
+        ENGINE, 1, version=V10, device=1, timing=TimingOptions(extra=("--useCudaGraph",))
+    )
     assert argv[-2:] == ["--device=1", "--useCudaGraph"]
     # precision and calibration live in the engine: never passed when loading
     assert not any(a.startswith(("--fp16", "--int8", "--calib", "--onnx")) for a in argv)
@@ -135,7 +159,7 @@ def test_load_command():
 @pytest.mark.parametrize("device", [-1, True, "0"])
 def test_bad_device(device):
     with pytest.raises(PcbError, match="CUDA device must be a non-negative integer"):
-        load_command(ENGINE, 1, device=device)
+        load_command(ENGINE, 1, version=V10, device=device)
 
 
 def test_bad_timing():
@@ -146,3 +170,91 @@ def test_bad_timing():
 def test_version_probe_and_join():
     assert version_probe_command("trtexec") == ["trtexec", "--help"]
     assert join(["trtexec", "--onnx=/a b/pcb.onnx"]) == "trtexec '--onnx=/a b/pcb.onnx'"
+
+
+# ---- flags by version ------------------------------------------------------------------------
+
+# version: (build-only flag, workspace flag for 512 MiB), from sampleOptions.cpp of each release
+# branch of NVIDIA/TensorRT (the table in pcb/tensorrt/flags.py).
+TABLE = {
+    TensorRTVersion(7, 0, 0): ("--buildOnly", "--workspace=512"),
+    TensorRTVersion(7, 2, 3): ("--buildOnly", "--workspace=512"),
+    TensorRTVersion(8, 0, 3): ("--buildOnly", "--workspace=512"),
+    TensorRTVersion(8, 2, 1): ("--buildOnly", "--workspace=512"),
+    TensorRTVersion(8, 4, 1): ("--buildOnly", "--memPoolSize=workspace:512"),
+    TensorRTVersion(8, 5, 3): ("--buildOnly", "--memPoolSize=workspace:512"),
+    TensorRTVersion(8, 6, 1): ("--skipInference", "--memPoolSize=workspace:512"),
+    TensorRTVersion(9, 2, 0): ("--skipInference", "--memPoolSize=workspace:512"),
+    TensorRTVersion(10, 0, 1): ("--skipInference", "--memPoolSize=workspace:512"),
+    TensorRTVersion(10, 16, 1): ("--skipInference", "--memPoolSize=workspace:512"),
+}
+
+
+@pytest.mark.parametrize("version", TABLE, ids=str)
+def test_flags_by_version(version: TensorRTVersion):
+    build_only, workspace = TABLE[version]
+    build = build_command(ONNX, ENGINE, 64, version=version, workspace_mib=512, skip_inference=True)
+    assert build[-2:] == [workspace, build_only]
+    timed = build_command(ONNX, ENGINE, 64, version=version, exports=Exports(times=TIMES))
+    assert timed[-1] == f"--exportTimes={TIMES}"  # in every version
+    # --explicitBatch is never passed: deprecated from 8.2 and unknown to 10.0.
+    assert "--explicitBatch" not in build + timed
+
+
+def every_command(version: TensorRTVersion) -> list[list[str]]:
+    """Every shape of command the stages run, all options on."""
+    timing = TimingOptions(warmup_ms=500, duration_s=10, iterations=100, threads=True)
+    exports = Exports(times=TIMES, profile=PROFILE)
+    return [
+        build_command(ONNX, ENGINE, 64, "fp16", version=version, timing=timing, exports=exports,
+                      workspace_mib=1024),
+        build_command(ONNX, ENGINE, 8, "int8", version=version, calib_cache=CACHE,
+                      workspace_mib=1024, skip_inference=True),
+        load_command(ENGINE, 64, version=version, timing=timing, exports=exports),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("help_file", "version"),
+    [
+        ("help_trt8_2_1.txt", TensorRTVersion(8, 2, 1)),
+        ("help_trt8_6_1.txt", TensorRTVersion(8, 6, 1)),
+        ("help_trt10_0_1.txt", TensorRTVersion(10, 0, 1)),
+        ("help_trt10_16_1.txt", TensorRTVersion(10, 16, 1)),
+    ],
+)
+def test_every_flag_is_one_the_real_help_of_that_version_lists(help_file, version):
+    help_text = (HELPS / help_file).read_text(encoding="utf-8")
+    options = listed_options(help_text)
+    assert len(options) > 60  # the whole help was read, not a fragment
+    for argv in every_command(version):
+        used = {a.split("=", 1)[0] for a in argv[1:]}
+        assert used <= options, used - options
+        check_listed(argv, help_text, version)  # what the stage does before running
+
+
+def test_flags_of_another_version_are_refused_by_that_help():
+    """The check is not vacuous: 10.0.1's command does not fit 8.2.1's help, nor the reverse."""
+    help_821 = (HELPS / "help_trt8_2_1.txt").read_text(encoding="utf-8")
+    help_1001 = (HELPS / "help_trt10_0_1.txt").read_text(encoding="utf-8")
+    newer = build_command(ONNX, ENGINE, 8, version=V10, workspace_mib=64, skip_inference=True)
+    with pytest.raises(PcbError, match=r"does not list --memPoolSize, --skipInference"):
+        check_listed(newer, help_821, TensorRTVersion(8, 2, 1))
+    older = build_command(
+        ONNX, ENGINE, 8, version=TensorRTVersion(8, 2, 1), workspace_mib=64, skip_inference=True
+    )
+    with pytest.raises(PcbError, match=r"does not list --workspace, --buildOnly"):
+        check_listed(older, help_1001, V10)
+    check_listed(newer, "no option lines at all", V10)  # nothing to check against: no refusal
+
+
+def test_profile_needs_a_separate_run():
+    flags = Exports(times=TIMES, profile=PROFILE).flags(V10)
+    assert flags == [f"--exportTimes={TIMES}", f"--exportProfile={PROFILE}", "--separateProfileRun"]
+    with pytest.raises(PcbError, match="from TensorRT 7.2 on; this is 7.1.3"):
+        Exports(profile=PROFILE).flags(TensorRTVersion(7, 1, 3))
+
+
+def test_bad_workspace():
+    with pytest.raises(PcbError, match="workspace must be a positive number of MiB"):
+        build_command(ONNX, ENGINE, 8, version=V10, workspace_mib=0)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import PcbError
+from ..tensorrt.image_matrix import default_image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCK_PLATFORM = "x86_64-manylinux_2_28"
@@ -69,7 +70,8 @@ PYTHON_SLIM = (
     "@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91"
 )
 CANN_BASE = "ascendai/cann:8.0.rc1-310p-ubuntu22.04-py3.9"
-TENSORRT_BASE = "nvcr.io/nvidia/tensorrt:24.05-py3"
+# The default of the checked TensorRT images (pcb/tensorrt/image_matrix.py; trt_image picks).
+TENSORRT_BASE = default_image().reference
 TORCH_CPU_FIND_LINKS = "https://download.pytorch.org/whl/cpu/torch/"
 
 IMAGES: dict[str, ImageDef] = {
@@ -102,7 +104,7 @@ IMAGES: dict[str, ImageDef] = {
         ImageDef(
             "tensorrt",
             TENSORRT_BASE,
-            "3.10",
+            default_image().python,
             "TensorRT (trtexec, Python bindings): GPU perf, int8 calibration, GPU inference",
             ("trt-calibrate", "trt-perf", "trt-infer"),
         ),

@@ -206,6 +206,7 @@ def trt_plan(settings: Settings, parity: bool = True) -> TrtPlan:
         parity=parity,
         parity_threshold=settings.parity_threshold,
         quiet=settings.quiet,
+        trt_image=settings.trt_image,
     )
 
 

@@ -79,7 +79,7 @@ def describe_plan(
         else:
             lines.append(f"  python -m pcb {' '.join(call.argv())}")
             inner = tuple(call.argv())
-        commands = [*tool_commands(inner), *trtexec_commands(inner)]
+        commands = [*tool_commands(inner), *trtexec_commands(inner, image=settings.trt_image)]
         lines += [f"    $ {command}" for command in commands]
     missing = sorted(
         {

@@ -60,6 +60,8 @@ class Settings:
     trt_batch_sizes: tuple[int, ...] = ()  # () = batch_sizes
     trt_calib_images: int = 512
     gpus: str = "all"  # GPUs the TensorRT containers get: all, or ids such as 0 or 0,1
+    # The tensorrt image's base, a key of pcb/tensorrt/image_matrix.py: "10.0" or "8.6".
+    trt_image: str = "10.0"
 
     @property
     def run_dir(self) -> Path:
@@ -158,7 +160,22 @@ def _gpus(key: str, value: Any) -> str:
     return "all" if selection == -1 else ",".join(selection)
 
 
-_TRT = {"int8": _bool, "trt": _bool, "trt_precision": _trt_precision, "gpus": _gpus}
+def _trt_image(key: str, value: Any) -> str:
+    from ..tensorrt.image_matrix import tensorrt_image
+
+    try:
+        return tensorrt_image(str(value)).key
+    except PcbError as error:
+        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+
+
+_TRT = {
+    "int8": _bool,
+    "trt": _bool,
+    "trt_precision": _trt_precision,
+    "gpus": _gpus,
+    "trt_image": _trt_image,
+}
 
 
 def _coerce(key: str, value: Any) -> Any:

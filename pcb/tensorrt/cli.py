@@ -64,6 +64,8 @@ def cmd_trt_perf(args: argparse.Namespace) -> None:
         tolerance=args.tolerance,
         strict=args.strict,
         rebuild=args.rebuild,
+        profile=args.profile,
+        workspace_mib=args.workspace_mib,
         trtexec=args.trtexec,
         quiet=args.quiet,
     )
@@ -157,7 +159,20 @@ def register(stages: Any) -> None:
         help="allowed relative gap between 1000 x batch / mean GPU ms and qps x batch (0.10)",
     )
     perf.add_argument(
-        "--strict", action="store_true", help="fail when the gap exceeds the tolerance"
+        "--strict",
+        action="store_true",
+        help="fail when the gap exceeds the tolerance, or trtexec's JSON and text disagree",
+    )
+    perf.add_argument(
+        "--profile",
+        action="store_true",
+        help="also export trtexec's per-layer profile (a separate profiling run, TensorRT 7.2+)",
+    )
+    perf.add_argument(
+        "--workspace-mib",
+        type=positive_int,
+        default=None,
+        help="cap the builder's workspace (--workspace before TensorRT 8.4, --memPoolSize from)",
     )
     perf.add_argument("--rebuild", action="store_true", help="ignore saved engines")
     _trtexec(perf)

@@ -31,8 +31,9 @@ from .engine_cache import (
     calibration_cache_path,
     engine_path,
 )
+from .image_matrix import DEFAULT_KEY, tensorrt_image
 from .names import dump_backend
-from .trtexec import TimingOptions, build_command, validate_precision
+from .trtexec import Exports, TimingOptions, build_command, validate_precision
 
 IMAGE = "tensorrt"
 REFERENCE = "onnxruntime"
@@ -109,9 +110,11 @@ class TrtPlan:
     duration_s: int | None = None  # trtexec --duration; None: its default (3 s)
     strict: bool = False  # a failed qps cross-check stops the run
     quiet: bool = False
+    trt_image: str = DEFAULT_KEY  # the tensorrt image's base (image_matrix), for the dry run
 
     def __post_init__(self) -> None:
         validate_precision(self.precision)
+        tensorrt_image(self.trt_image)
         if self.executor not in EXECUTORS:
             raise PcbError(f"executor {self.executor!r}: expected one of {', '.join(EXECUTORS)}")
         if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
@@ -224,22 +227,29 @@ class TrtPlan:
             else:
                 inner = call.argv()
                 lines.append("  " + shlex.join(["python", "-m", "pcb", *inner]))
-            lines += [f"    $ {command}" for command in trtexec_commands(inner)]
+            lines += [
+                f"    $ {command}" for command in trtexec_commands(inner, image=self.trt_image)
+            ]
         return lines
 
 
-def trtexec_commands(argv: Sequence[str]) -> list[str]:
+def trtexec_commands(argv: Sequence[str], image: str = DEFAULT_KEY) -> list[str]:
     """The trtexec lines a trt-perf / trt-infer argv runs (its paths as it sees them: container
-    paths for a container's argv); [] for any other stage. A first run builds each engine as
-    shown; later runs time the saved ones (--loadEngine) whose record matches."""
+    paths for a container's argv), with the flags of the TensorRT of `image` (image_matrix);
+    [] for any other stage. A first run builds each engine as shown; later runs time the saved
+    ones (--loadEngine) whose record matches. At run time the flags follow the version
+    trtexec itself reports."""
     from .cli import COMMANDS, build_parser
+    from .stages import profile_path, times_path
 
     if not argv or argv[0] not in COMMANDS[1:]:
         return []
+    trt = tensorrt_image(image)
     args = build_parser().parse_args(list(argv))
     layout = RunLayout(Path(args.run))
     calib = calibration_cache_path(layout) if args.precision == "int8" else None
-    if args.stage == "trt-perf":
+    perf = args.stage == "trt-perf"
+    if perf:
         sizes = list(args.batch_sizes)
         timing = TimingOptions(
             warmup_ms=args.warmup_ms,
@@ -251,20 +261,33 @@ def trtexec_commands(argv: Sequence[str]) -> list[str]:
         sizes, timing = [args.batch_size], None
     lines = []
     for batch in sizes:
+        exports = None
+        if perf:
+            exports = Exports(
+                times=times_path(layout, args.precision, batch),
+                profile=profile_path(layout, args.precision, batch) if args.profile else None,
+            )
         command = build_command(
             layout.onnx_path,
             engine_path(layout, args.precision, batch),
             batch,
             args.precision,
+            version=trt.version,
             calib_cache=calib,
             device=args.device,
             timing=timing,
-            skip_inference=args.stage == "trt-infer",
+            exports=exports,
+            workspace_mib=args.workspace_mib if perf else None,
+            skip_inference=not perf,
             trtexec=args.trtexec,
         )
         lines.append(shlex.join(command))
-    if args.stage == "trt-perf":
+    if perf:
         lines.append("(a saved engine whose record matches is timed with --loadEngine instead)")
+    lines.append(
+        f"(flags of TensorRT {trt.version}, the {trt.reference} base of trt_image "
+        f"{trt.key!r}; the stage reads trtexec's own version first and uses its flags)"
+    )
     return lines
 
 

@@ -2,8 +2,10 @@
 
 trt-perf  for each batch size: reuse the saved engine when its record matches (ONNX md5,
           precision, profile, TensorRT version, GPU, calibration cache), else build it from
-          the dynamic-batch ONNX; time it with trtexec; parse; store the shared PerfRecord in
-          <run>/perf/tensorrt-<precision>.json (trtexec's full logs beside, in a folder).
+          the dynamic-batch ONNX; time it with trtexec (flags for the version trtexec reports);
+          read the figures from trtexec's --exportTimes JSON, checked against its printed
+          summary (the summary alone where no JSON came); store the shared PerfRecord in
+          <run>/perf/tensorrt-<precision>.json (trtexec's logs and JSON beside, in a folder).
 trt-infer query and gallery bins through the engine of the inference batch size (the one
           trt-perf timed when that size was among its batch sizes), in-process with the
           TensorRT Python API; dumps in the shared layout <run>/dumps/tensorrt-<precision>/
@@ -54,11 +56,19 @@ from .engine_cache import (
     read_record,
     temp_engine_path,
 )
+from .flags import check_listed
 from .names import BACKEND, SCOPE, TOOL, dump_backend, platform_name
-from .tools import Completed, Runner, gpu_name, resolve_trtexec, run_command, tensorrt_version
+from .timing_json import (
+    DEFAULT_WARMUP_MS,
+    Agreement,
+    compare_with_printed,
+    read_profile,
+    read_times,
+)
+from .tools import Completed, Runner, gpu_name, probe_trtexec, resolve_trtexec, run_command
 from .trtexec import (
-    LAST_SUPPORTED_MAJOR,
     TRTEXEC,
+    Exports,
     TimingOptions,
     build_command,
     join,
@@ -67,13 +77,15 @@ from .trtexec import (
 )
 from .trtexec_output import (
     DEFAULT_TOLERANCE,
+    TrtexecResult,
     cross_check,
+    diagnose,
     parse_device,
     parse_trtexec_output,
     parse_version,
     tail,
-    version_major,
 )
+from .versions import TensorRTVersion
 
 
 def perf_log_dir(layout: RunLayout, precision: str) -> Path:
@@ -99,25 +111,28 @@ def _check_batches(batch_sizes: Sequence[int]) -> list[int]:
 
 @dataclass(frozen=True)
 class Toolchain:
-    """What every trtexec call of a stage shares, probed once."""
+    """What every trtexec call of a stage shares, probed once: the TensorRT version (which
+    decides the flags) and the options its --help lists."""
 
     trtexec: str
-    tensorrt_version: str
+    version: TensorRTVersion
+    help_text: str
     gpu: str
     runner: Runner
+
+    @property
+    def tensorrt_version(self) -> str:
+        return str(self.version)
 
     @classmethod
     def probe(cls, trtexec: str, device: int, runner: Runner) -> Toolchain:
         path = resolve_trtexec(trtexec)
-        version = tensorrt_version(path, runner)
-        major = version_major(version)
-        if major is not None and major > LAST_SUPPORTED_MAJOR:
-            raise PcbError(
-                f"TensorRT {version} has no --fp16/--int8/--calib flags (removed in TensorRT "
-                "11): build the tensorrt image on a TensorRT 10 base, e.g. "
-                "`invoke build --image tensorrt --base-image nvcr.io/nvidia/tensorrt:24.05-py3`"
-            )
-        return cls(path, version, gpu_name(device, runner), runner)
+        info = probe_trtexec(path, runner)
+        return cls(path, info.version, info.help_text, gpu_name(device, runner), runner)
+
+    def check(self, argv: list[str]) -> None:
+        """Refuse, before running it, a command with a flag this trtexec does not list."""
+        check_listed(argv, self.help_text, self.version)
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,7 @@ class EngineRun:
 
 
 def _run(tools: Toolchain, argv: list[str], log: Path) -> Completed:
+    tools.check(argv)
     start = time.perf_counter()
     result = tools.runner(argv)
     seconds = time.perf_counter() - start
@@ -141,9 +157,11 @@ def _run(tools: Toolchain, argv: list[str], log: Path) -> Completed:
 
 
 def _failed(argv: list[str], result: Completed, log: Path) -> PcbError:
+    advice = diagnose(result.output)
     return PcbError(
         f"trtexec failed with exit status {result.returncode}; its last lines:\n"
         f"{tail(result.output)}\nfull log: {log}\ncommand: {join(argv)}"
+        + (f"\n{advice}" if advice else "")
     )
 
 
@@ -155,6 +173,8 @@ def run_engine(
     *,
     device: int = 0,
     timing: TimingOptions | None = None,
+    exports: Exports | None = None,
+    workspace_mib: int | None = None,
     build_only: bool = False,
     rebuild: bool = False,
 ) -> EngineRun:
@@ -167,7 +187,15 @@ def run_engine(
     if decision.reuse and not rebuild:
         if build_only:
             return EngineRun(engine, spec, True, "cached", (), "")
-        argv = load_command(engine, batch, device=device, timing=timing, trtexec=tools.trtexec)
+        argv = load_command(
+            engine,
+            batch,
+            version=tools.version,
+            device=device,
+            timing=timing,
+            exports=exports,
+            trtexec=tools.trtexec,
+        )
         result = _run(tools, argv, log)
         recorded = (read_record(engine) or {}).get("device") or ""
         printed = parse_device(result.output)
@@ -189,9 +217,12 @@ def run_engine(
         temp,
         batch,
         spec.precision,
+        version=tools.version,
         calib_cache=calib,
         device=device,
         timing=timing,
+        exports=exports,
+        workspace_mib=workspace_mib,
         min_batch=spec.min_batch,
         skip_inference=build_only,
         trtexec=tools.trtexec,
@@ -235,6 +266,64 @@ def _spec(
 # ---- trt-perf --------------------------------------------------------------------------------
 
 
+def times_path(layout: RunLayout, precision: str, batch: int) -> Path:
+    """trtexec's --exportTimes JSON of one batch size, beside its log."""
+    return perf_log_dir(layout, precision) / f"trtexec_bs{batch}.times.json"
+
+
+def profile_path(layout: RunLayout, precision: str, batch: int) -> Path:
+    return perf_log_dir(layout, precision) / f"trtexec_bs{batch}.profile.json"
+
+
+def _printed(result: TrtexecResult) -> dict[str, float]:
+    """The printed figures the JSON can be held against."""
+    stats = result.gpu_compute
+    printed = {
+        "min": stats.min_ms,
+        "max": stats.max_ms,
+        "mean": stats.mean_ms,
+        "median": stats.median_ms,
+        **result.percentiles,
+    }
+    if result.qps is not None:
+        printed["qps"] = result.qps
+    return printed
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One batch size's figures: from the JSON where trtexec wrote it, else from its text."""
+
+    result: TrtexecResult
+    source: str  # "exportTimes" or "printed summary"
+    agreement: Agreement | None  # JSON against text, when both exist
+    warmups_dropped: int = 0  # queries of the JSON inside the warm-up (exported up to 8.4)
+
+
+def _measure(output: str, times_file: Path, warmup_ms: float) -> Measured:
+    if not times_file.is_file():
+        return Measured(parse_trtexec_output(output), "printed summary", None)
+    times = read_times(times_file, warmup_ms)
+    printed: TrtexecResult | None
+    try:
+        printed = parse_trtexec_output(output)
+    except PcbError:
+        printed = None  # the JSON stands on its own
+    result = TrtexecResult(
+        format="exportTimes",
+        gpu_compute=times.gpu_compute,
+        percentiles=dict(times.percentiles),
+        qps=times.qps,
+        queries=times.queries,
+        total_gpu_compute_s=times.total_gpu_compute_s,
+        total_host_walltime_s=times.walltime_s,
+        tensorrt_version=parse_version(output),
+        device=parse_device(output),
+    )
+    agreement = compare_with_printed(times, _printed(printed)) if printed else None
+    return Measured(result, "exportTimes", agreement, times.warmups_dropped)
+
+
 def run_trt_perf(
     layout: RunLayout,
     precision: str = "fp16",
@@ -245,15 +334,21 @@ def run_trt_perf(
     tolerance: float = DEFAULT_TOLERANCE,
     strict: bool = False,
     rebuild: bool = False,
+    profile: bool = False,
+    workspace_mib: int | None = None,
     trtexec: str = TRTEXEC,
     runner: Runner = run_command,
     quiet: bool = False,
 ) -> list[PerfRecord]:
     """trtexec at every batch size; writes `<run>/perf/tensorrt-<precision>.json`.
 
-    images/s = 1000 x batch / mean GPU compute ms (the guide's formula), cross-checked against
-    trtexec's Throughput x batch: a disagreement beyond `tolerance` is a warning (an error with
-    `strict`, raised once every batch size is measured and written).
+    The figures come from trtexec's --exportTimes JSON (every timed query), summarised as
+    trtexec summarises them, and are checked against the summary it printed (they must agree
+    within 0.1%); a log without the JSON falls back to the printed summary. images/s = 1000 x
+    batch / mean GPU compute ms (the guide's formula), cross-checked against Throughput x
+    batch: a disagreement beyond `tolerance` is a warning (an error with `strict`, raised once
+    every batch size is measured and written), as is a JSON that disagrees with the text.
+    `profile` adds trtexec's per-layer profile, taken in a separate run.
     """
     precision = validate_precision(precision)
     sizes = _check_batches(batch_sizes)
@@ -262,11 +357,23 @@ def run_trt_perf(
     onnx_md5 = file_md5(onnx)
     tools = Toolchain.probe(trtexec, device, runner)
     timing = timing or TimingOptions()
+    warmup_ms = float(timing.warmup_ms) if timing.warmup_ms is not None else DEFAULT_WARMUP_MS
     logs = perf_log_dir(layout, precision)
+    # trtexec writes its JSON through a plain ofstream: into a missing folder it writes
+    # nothing and says nothing.
+    logs.mkdir(parents=True, exist_ok=True)
     records: list[PerfRecord] = []
     warnings: list[str] = []
     for batch in tqdm(sizes, desc=f"trtexec {precision}", unit="batch", disable=quiet):
         spec = _spec(layout, onnx_md5, precision, batch, tools)
+        exports = Exports(
+            times=times_path(layout, precision, batch),
+            profile=profile_path(layout, precision, batch) if profile else None,
+        )
+        # A file of an earlier run must not pass for this one's.
+        for stale in (exports.times, exports.profile):
+            if stale is not None:
+                stale.unlink(missing_ok=True)
         run = run_engine(
             layout,
             spec,
@@ -274,11 +381,45 @@ def run_trt_perf(
             logs / f"trtexec_bs{batch}.log",
             device=device,
             timing=timing,
+            exports=exports,
+            workspace_mib=workspace_mib,
             rebuild=rebuild,
         )
-        result = parse_trtexec_output(run.output)
+        measured = _measure(run.output, exports.times, warmup_ms)
+        result = measured.result
         check = cross_check(result, batch, tolerance)
         gpu = result.device or (tools.gpu if tools.gpu != UNKNOWN else "")
+        extra: dict[str, Any] = {
+            "precision": precision,
+            "formula": "1000 x batch / mean GPU compute ms",
+            "timing_source": measured.source,
+            "cross_check": check.to_dict(),
+            **result.summary(),
+            "engine": str(run.engine),
+            "engine_key": run.spec.key(),
+            "engine_reused": run.reused,
+            "engine_reason": run.reason,
+            "onnx_md5": onnx_md5,
+            "shapes": run.spec.shapes(),
+            "cuda_device": device,
+            "trtexec_command": join(run.command),
+            "log": str(logs / f"trtexec_bs{batch}.log"),
+            **stamp(),
+        }
+        if measured.source == "exportTimes":
+            extra["times_json"] = str(exports.times)
+            extra["warmup_ms"] = warmup_ms
+            extra["warmups_dropped"] = measured.warmups_dropped
+        if measured.agreement is not None:
+            extra["json_vs_printed"] = measured.agreement.to_dict()
+            if measured.agreement.status == "mismatch":
+                warnings.append(f"batch {batch}: {measured.agreement.message}")
+                print(f"warning: batch {batch}: {measured.agreement.message}", file=sys.stderr)
+        if exports.profile is not None and exports.profile.is_file():
+            extra["layer_profile"] = {
+                "file": str(exports.profile),
+                **read_profile(exports.profile).to_dict(),
+            }
         record = PerfRecord(
             platform=platform_name(gpu, precision),
             backend=BACKEND,
@@ -290,22 +431,7 @@ def run_trt_perf(
             tool=TOOL,
             tool_version=result.tensorrt_version or tools.tensorrt_version,
             device=gpu or UNKNOWN,
-            extra={
-                "precision": precision,
-                "formula": "1000 x batch / mean GPU compute ms",
-                "cross_check": check.to_dict(),
-                **result.summary(),
-                "engine": str(run.engine),
-                "engine_key": run.spec.key(),
-                "engine_reused": run.reused,
-                "engine_reason": run.reason,
-                "onnx_md5": onnx_md5,
-                "shapes": run.spec.shapes(),
-                "cuda_device": device,
-                "trtexec_command": join(run.command),
-                "log": str(logs / f"trtexec_bs{batch}.log"),
-                **stamp(),
-            },
+            extra=extra,
         )
         records.append(record)
         if check.status == "warn":
@@ -318,7 +444,7 @@ def run_trt_perf(
     print(f"written: {path} (trtexec logs: {logs})")
     if strict and warnings:
         raise PcbError(
-            "throughput cross-check failed (--strict): "
+            "throughput checks failed (--strict): "
             + " | ".join(warnings)
             + f". The records are written to {path} with the disagreement noted"
         )

@@ -16,7 +16,8 @@ from typing import Callable
 from ..errors import PcbError
 from .engine_cache import UNKNOWN
 from .trtexec import TRTEXEC, version_probe_command
-from .trtexec_output import parse_version
+from .trtexec_output import parse_tensorrt_version, unversioned_banner
+from .versions import TensorRTVersion, require_supported
 
 
 @dataclass(frozen=True)
@@ -61,21 +62,54 @@ def resolve_trtexec(trtexec: str = TRTEXEC) -> str:
     return found
 
 
-def tensorrt_version(trtexec: str = TRTEXEC, runner: Runner = run_command) -> str:
-    """The TensorRT version trtexec is built against (from `trtexec --help`'s first line);
-    else the installed Python bindings' version; else "unknown"."""
-    try:
-        found = parse_version(runner(version_probe_command(trtexec)).output)
-    except PcbError:
-        found = ""
-    if found:
-        return found
-    for distribution in ("tensorrt", "tensorrt-cu12", "tensorrt-cu11"):
+PACKAGES = ("tensorrt", "tensorrt-cu12", "tensorrt-cu11")
+
+
+@dataclass(frozen=True)
+class TrtexecInfo:
+    """What `trtexec --help` told before anything ran: the version and the options."""
+
+    version: TensorRTVersion
+    help_text: str
+    source: str  # where the version was read
+
+
+def _package_version() -> tuple[str, str] | None:
+    for distribution in PACKAGES:
         try:
-            return metadata.version(distribution)
+            return distribution, metadata.version(distribution)
         except metadata.PackageNotFoundError:
             continue
-    return UNKNOWN
+    return None
+
+
+def probe_trtexec(trtexec: str = TRTEXEC, runner: Runner = run_command) -> TrtexecInfo:
+    """trtexec's TensorRT version, from its --help banner (8.0 on), else from the installed
+    TensorRT Python package (TensorRT 7's trtexec prints none); a PcbError when neither says
+    it, or when the version is not one these stages support."""
+    output = runner(version_probe_command(trtexec)).output
+    version = parse_tensorrt_version(output)
+    source = "trtexec --help"
+    if version is None:
+        package = _package_version()
+        if package is not None:
+            try:
+                version = TensorRTVersion.parse(package[1])
+                source = f"Python package {package[0]} {package[1]}"
+            except PcbError:
+                version = None
+    if version is None:
+        if unversioned_banner(output):
+            raise PcbError(
+                f"{trtexec} printed no TensorRT version (trtexec before 8.0 prints none) and no "
+                "TensorRT Python package is installed to tell it: install the tensorrt wheel of "
+                "the same version, or use the tensorrt image (docs/tensorrt.md)"
+            )
+        raise PcbError(
+            f"`{trtexec} --help` printed neither trtexec's banner nor a TensorRT version: is it "
+            f"trtexec? Its output began: {output.strip()[:200]!r}"
+        )
+    return TrtexecInfo(require_supported(version), output, source)
 
 
 def gpu_name(

@@ -4,7 +4,8 @@ Pure: every function returns an argv list and touches nothing, so each option is
 without TensorRT. The guide's own command (section 7.3) was
 `trtexec --onnx=PCB.onnx --shapes=input_1:64x3x384x128 --threads --fp16`; here the shapes
 become an optimisation profile (--minShapes/--optShapes/--maxShapes) so that the saved engine
-also runs the last, smaller batch of a split when the accuracy stage reuses it.
+also runs the last, smaller batch of a split when the accuracy stage reuses it. The flags that
+differ between TensorRT versions come from flags.py, for the version trtexec reported.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from pathlib import Path
 
 from ..constants import INPUT_CHANNELS, INPUT_HEIGHT, INPUT_NAME, INPUT_WIDTH
 from ..errors import PcbError
+from .flags import build_only_flag, has_separate_profile_run, workspace_flag
+from .versions import TensorRTVersion
 
 PRECISIONS = ("fp16", "fp32", "int8")
 DEFAULT_PRECISION = "fp16"
 TRTEXEC = "trtexec"
-# TensorRT 11 dropped --fp16/--int8/--calib (networks are strongly typed there); the image
-# pins the NGC 24.05 base (TensorRT 10.0.1).
-LAST_SUPPORTED_MAJOR = 10
 
 
 def validate_precision(value: str) -> str:
@@ -93,6 +93,28 @@ class TimingOptions:
         return [*flags, *self.extra]
 
 
+@dataclass(frozen=True)
+class Exports:
+    """trtexec's JSON outputs of a timed run: per-query timings (`--exportTimes`, the primary
+    source of every figure) and, optionally, per-layer times (`--exportProfile`)."""
+
+    times: Path | None = None
+    profile: Path | None = None
+
+    def flags(self, version: TensorRTVersion) -> list[str]:
+        flags = [f"--exportTimes={self.times}"] if self.times is not None else []
+        if self.profile is not None:
+            if not has_separate_profile_run(version):
+                raise PcbError(
+                    f"a layer profile needs --separateProfileRun, which trtexec has from "
+                    f"TensorRT 7.2 on; this is {version}: time without the profile"
+                )
+            # The profiler in the timed run would slow every query (and 10.x then prints no
+            # summary): profile in a second run instead.
+            flags += [f"--exportProfile={self.profile}", "--separateProfileRun"]
+        return flags
+
+
 def _device_flag(device: int) -> str:
     if isinstance(device, bool) or not isinstance(device, int) or device < 0:
         raise PcbError(f"CUDA device must be a non-negative integer, got {device!r}")
@@ -123,14 +145,18 @@ def build_command(
     batch: int,
     precision: str = DEFAULT_PRECISION,
     *,
+    version: TensorRTVersion,
     calib_cache: Path | None = None,
     device: int = 0,
     timing: TimingOptions | None = None,
+    exports: Exports | None = None,
+    workspace_mib: int | None = None,
     min_batch: int = 1,
     skip_inference: bool = False,
     trtexec: str = TRTEXEC,
 ) -> list[str]:
-    """Build an engine from the ONNX, save it, and (unless `skip_inference`) time `batch`."""
+    """Build an engine from the ONNX with the flags of TensorRT `version`, save it, and
+    (unless `skip_inference`) time `batch`, exporting what `exports` asks for."""
     command = [
         trtexec,
         f"--onnx={onnx}",
@@ -140,18 +166,23 @@ def build_command(
         f"--saveEngine={engine_out}",
         _device_flag(device),
     ]
+    if workspace_mib is not None:
+        command.append(workspace_flag(version, workspace_mib))
     if skip_inference:
-        # TensorRT 8.4+: build and save only; the accuracy stage times nothing here.
-        return [*command, "--skipInference"]
-    return [*command, *(timing or TimingOptions()).flags()]
+        # Build and save only: the accuracy stage times nothing here.
+        return [*command, build_only_flag(version)]
+    timed = (timing or TimingOptions()).flags()
+    return [*command, *timed, *(exports or Exports()).flags(version)]
 
 
 def load_command(
     engine: Path | str,
     batch: int,
     *,
+    version: TensorRTVersion,
     device: int = 0,
     timing: TimingOptions | None = None,
+    exports: Exports | None = None,
     trtexec: str = TRTEXEC,
 ) -> list[str]:
     """Time a saved engine at `batch`; precision and calibration are baked into the engine."""
@@ -161,12 +192,14 @@ def load_command(
         f"--shapes={shape(batch)}",
         _device_flag(device),
         *(timing or TimingOptions()).flags(),
+        *(exports or Exports()).flags(version),
     ]
 
 
 def version_probe_command(trtexec: str = TRTEXEC) -> list[str]:
-    """trtexec prints `&&&& RUNNING TensorRT.trtexec [TensorRT v<N>] # ...` before anything
-    else, --help included: the cheapest way to learn the version before building."""
+    """trtexec prints `&&&& RUNNING TensorRT.trtexec [TensorRT v<N>] # ...` (8.0 on) before
+    anything else, --help included, then lists its options: the cheapest way to learn the
+    version and the flags before building."""
     return [trtexec, "--help"]
 
 

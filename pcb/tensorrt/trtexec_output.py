@@ -1,6 +1,6 @@
 """trtexec's printed results -> numbers: GPU compute latency, throughput, version, device.
 
-Two formats exist (facts.md section 5):
+Two formats exist (facts.md section 5, and real logs in tests/fixtures/real/trtexec):
 
 - TensorRT 7 (the guide's 7.3): a block of lines after `GPU Compute`:
   `min: 37.9453 ms`, `max: ...`, `mean: ...`, `median: ...`, `percentile: 46.219 ms at 99%`,
@@ -11,8 +11,11 @@ Two formats exist (facts.md section 5):
   percentile(95%) = ..., percentile(99%) = e ms` (8.0-8.4 print percentile(99%) only), and
   `Throughput: N qps`.
 
-Lines usually carry a `[MM/DD/YYYY-HH:MM:SS] [I] ` prefix, which is stripped first; CRLF
-(Windows builds) is accepted. Pure functions of the text: tested on recorded outputs.
+Real logs also hold what a naive reader trips over: `--verbose` ends with an explanation of
+every metric whose lines start like the metrics themselves (`[V] GPU Compute Time: the GPU
+latency ...`), TensorRT 8.0 writes its version as `TensorRT version: 8003`, pasted logs pad
+lines with spaces or drop the `=` signs, and Windows builds end lines with CRLF. Only lines
+that carry numbers and are not verbose (`[V]`) count. Pure functions of the text.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ from typing import Any
 
 from ..errors import PcbError
 from ..perf import LatencyStats, images_per_second
+from .versions import TensorRTVersion, decode_packed
 
 NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan"
-_PREFIX = re.compile(r"^\s*(?:\[\d{2}/\d{2}/\d{4}-\d{2}:\d{2}:\d{2}\]\s*)?\[[A-Z]\]\s?")
+_PREFIX = re.compile(r"^\s*(?:\[\d{2}/\d{2}/\d{4}-\d{2}:\d{2}:\d{2}\]\s*)?\[([A-Z])\]\s?")
+# 8.0+: `[TensorRT v8601]`; 10.7+ add ` [b<build>]` after it.
 _RUNNING = re.compile(r"&&&&\s+RUNNING\s+TensorRT\.trtexec\s+\[TensorRT\s+v(\d+)\]")
+_RUNNING_UNVERSIONED = re.compile(r"&&&&\s+RUNNING\s+TensorRT\.trtexec\s+#")
 _VERSION_LINE = re.compile(r"^TensorRT version:\s*(\d+(?:\.\d+)*)\s*$")
 _DEVICE_LINE = re.compile(r"^Selected Device:\s*(.+?)\s*$")
 _FAILED = re.compile(r"&&&&\s+FAILED\s+TensorRT\.trtexec")
@@ -46,55 +52,79 @@ _T7_LINE = re.compile(rf"^(min|max|mean|median):\s*({NUMBER})\s*ms\b")
 _T7_PERCENTILE = re.compile(rf"^percentile:\s*({NUMBER})\s*ms at\s*(\d+(?:\.\d+)?)%")
 _T7_TOTAL = re.compile(rf"^total compute time:\s*({NUMBER})\s*s\b")
 _T7_THROUGHPUT = re.compile(rf"^throughput:\s*({NUMBER})\s*qps")
+# 10.x with the profiler attached to the timed run (--dumpProfile/--exportProfile without
+# --separateProfileRun) prints no summary but this (the 10.16.1 cookbook fixture).
+_NO_E2E = "The e2e network timing is not reported"
 
 FORMAT_TRT7 = "tensorrt7"
 FORMAT_TRT8 = "tensorrt8+"
 DEFAULT_TOLERANCE = 0.10
 TAIL_LINES = 15
+VERBOSE = "V"
+
+
+@dataclass(frozen=True)
+class Line:
+    severity: str  # "I", "W", "E", "V", ... ; "" for a line without trtexec's prefix
+    text: str  # without the prefix, surrounding whitespace and CR
 
 
 def strip_prefix(line: str) -> str:
-    """One line without its `[date-time] [I] ` prefix and trailing whitespace (CR included)."""
+    """One line without its `[date-time] [I] ` prefix and surrounding whitespace (CR too)."""
     return _PREFIX.sub("", line.rstrip("\r\n")).strip()
 
 
+def split_lines(text: str) -> list[Line]:
+    lines = []
+    for raw in text.splitlines():
+        match = _PREFIX.match(raw)
+        severity = match.group(1) if match else ""
+        lines.append(Line(severity, strip_prefix(raw)))
+    return lines
+
+
 def clean_lines(text: str) -> list[str]:
-    return [strip_prefix(line) for line in text.splitlines()]
+    return [line.text for line in split_lines(text)]
+
+
+def _reported(text: str) -> list[str]:
+    """The lines that report results: not the verbose explanations (`[V] ...`)."""
+    return [line.text for line in split_lines(text) if line.severity != VERBOSE]
 
 
 def decode_version_number(number: int | str) -> str:
-    """`[TensorRT v8601]` -> 8.6.1, `[TensorRT v100200]` -> 10.2.0.
-
-    TensorRT 8 packs major*1000 + minor*100 + patch; TensorRT 10 major*10000 + minor*100 +
-    patch (two digits of minor, 10.16 exists): six digits tell the second scheme.
-    """
+    """`[TensorRT v8601]` -> 8.6.1, `[TensorRT v100200]` -> 10.2.0 (versions.decode_packed)."""
     digits = str(number).strip()
     if not digits.isdigit():
         raise PcbError(f"TensorRT version number {number!r} is not an integer")
-    value = int(digits)
-    if len(digits) >= 6:
-        return f"{value // 10000}.{value // 100 % 100}.{value % 100}"
-    return f"{value // 1000}.{value // 100 % 10}.{value % 100}"
+    return str(decode_packed(int(digits)))
 
 
-def parse_version(text: str) -> str:
-    """The TensorRT version trtexec printed: `TensorRT version: X.Y.Z` (8.x and later, after
-    the device information), else decoded from the `&&&& RUNNING ... [TensorRT vN]` line;
-    "" where neither is there (TensorRT 7 printed no version)."""
-    found = ""
+def parse_tensorrt_version(text: str) -> TensorRTVersion | None:
+    """The TensorRT version trtexec printed: the `TensorRT version:` line (8.0+, after the
+    device information; 8.0 wrote it packed, `8003`), else the `&&&& RUNNING ...
+    [TensorRT vN]` banner (8.0+, --help included); None where neither is there (TensorRT 7
+    printed no version)."""
+    found = None
     for line in clean_lines(text):
         match = _VERSION_LINE.match(line)
         if match:
-            return match.group(1)
+            return TensorRTVersion.parse(match.group(1))
         running = _RUNNING.search(line)
-        if running and not found:
-            found = decode_version_number(running.group(1))
+        if running and found is None:
+            found = decode_packed(int(running.group(1)))
     return found
 
 
-def version_major(version: str) -> int | None:
-    head = version.split(".", 1)[0]
-    return int(head) if head.isdigit() else None
+def parse_version(text: str) -> str:
+    """parse_tensorrt_version as text ("8.6.1"); "" where trtexec printed none."""
+    version = parse_tensorrt_version(text)
+    return "" if version is None else str(version)
+
+
+def unversioned_banner(text: str) -> bool:
+    """trtexec's banner without `[TensorRT vN]`: a TensorRT 7 (or older) trtexec."""
+    return any(_RUNNING_UNVERSIONED.search(line) for line in clean_lines(text))
 
 
 def parse_device(text: str) -> str:
@@ -172,12 +202,7 @@ def _stats(values: dict[str, float], percentiles: dict[str, float], where: str) 
     return stats, source
 
 
-def _parse_trt8(lines: list[str]) -> TrtexecResult | None:
-    compute_lines = [line for line in lines if line.startswith("GPU Compute Time:")]
-    if not compute_lines:
-        return None
-    # The last one: a log holding several runs is judged by the run that ended it.
-    line = compute_lines[-1]
+def _summary_metrics(line: str) -> tuple[dict[str, float], dict[str, float]]:
     values: dict[str, float] = {}
     percentiles: dict[str, float] = {}
     for match in _SUMMARY_METRIC.finditer(line.split(":", 1)[1]):
@@ -186,6 +211,17 @@ def _parse_trt8(lines: list[str]) -> TrtexecResult | None:
             percentiles[pct] = number
         else:
             values[key] = number
+    return values, percentiles
+
+
+def _parse_trt8(lines: list[str]) -> TrtexecResult | None:
+    parsed = [_summary_metrics(line) for line in lines if line.startswith("GPU Compute Time:")]
+    # Only lines with numbers: an explanation starting the same way is no summary.
+    compute = [(values, percentiles) for values, percentiles in parsed if values or percentiles]
+    if not compute:
+        return None
+    # The last one: a log holding several runs is judged by the run that ended it.
+    values, percentiles = compute[-1]
     stats, source = _stats(values, percentiles, "`GPU Compute Time` line")
     qps = total_gpu = total_wall = None
     queries = None
@@ -274,20 +310,82 @@ def tail(text: str, count: int = TAIL_LINES) -> str:
 
 def parse_trtexec_output(text: str) -> TrtexecResult:
     """Either format -> TrtexecResult; PcbError saying what is missing otherwise."""
-    lines = clean_lines(text)
+    lines = _reported(text)
     if any(_FAILED.search(line) for line in lines):
         raise PcbError(
-            "trtexec reported FAILED; its last lines:\n" + tail(text) + "\nFix the cause above "
-            "(a wrong engine for this TensorRT or GPU: delete the engines folder of the run)"
+            "trtexec reported FAILED; its last lines:\n"
+            + tail(text)
+            + "\n"
+            + (diagnose(text) or "Fix the cause above")
         )
     result = _parse_trt8(lines) or _parse_trt7(lines)
     if result is None:
+        if any(_NO_E2E in line for line in lines):
+            raise PcbError(
+                "trtexec printed no performance summary: its profiler was attached to the timed "
+                "run (--dumpProfile or --exportProfile without --separateProfileRun), and "
+                "TensorRT 10 then reports no timing. Time without the profiler, or add "
+                "--separateProfileRun. Its last lines:\n" + tail(text)
+            )
         raise PcbError(
             "no GPU compute time in trtexec's output: expected TensorRT 8+'s "
             "`GPU Compute Time: min = ...` line or TensorRT 7's `GPU Compute` block. Did "
             "trtexec stop before timing (e.g. --skipInference)? Its last lines:\n" + tail(text)
         )
     return replace(result, tensorrt_version=parse_version(text), device=parse_device(text))
+
+
+# ---- why a run failed ------------------------------------------------------------------------
+
+_UNKNOWN_OPTION = re.compile(r"Unknown option:\s*(--[\w-]+)")
+_NO_IMPORTER = re.compile(r"No importer registered for op:\s*(\S+)")
+_DIAGNOSES = (
+    (
+        "Static model does not take explicit shapes",
+        "the ONNX model has a fixed batch, and trtexec refuses --shapes/--minShapes for it: "
+        "time the dynamic-batch model/pcb.onnx that `pcb export` writes (the --static-batch-"
+        "sizes models are for atc), or export again",
+    ),
+    (
+        "Plugin not found",
+        "TensorRT's ONNX parser met an operator it has no importer or plugin for: export with "
+        "opset 11 as `pcb export` does, and check the model with `python -m pcb export --help`",
+    ),
+    (
+        "Failed to parse onnx file",
+        "TensorRT's ONNX parser refused the model (the [E] lines above name the node): export "
+        "it again with `pcb export` (opset 11), or try a newer TensorRT image",
+    ),
+    (
+        "Serialization assertion failed",
+        "the saved engine was built by another TensorRT or for another GPU: delete "
+        "<run>/engines/tensorrt and run again (trt-perf --rebuild)",
+    ),
+)
+
+
+def diagnose(text: str) -> str | None:
+    """What a failed trtexec run needs, read from its error lines; None when not known."""
+    lines = clean_lines(text)
+    for line in lines:
+        unknown = _UNKNOWN_OPTION.search(line)
+        if unknown:
+            version = parse_version(text) or "this version"
+            return (
+                f"trtexec of TensorRT {version} does not know {unknown.group(1)}: the flags "
+                "follow trtexec's reported version (docs/tensorrt.md); a trtexec that reports "
+                "no version, or another than it runs, gets the wrong ones"
+            )
+        importer = _NO_IMPORTER.search(line)
+        if importer:
+            return (
+                f"TensorRT's ONNX parser has no importer for the operator {importer.group(1)}: "
+                "export with opset 11 as `pcb export` does"
+            )
+    for needle, advice in _DIAGNOSES:
+        if any(needle in line for line in lines):
+            return advice
+    return None
 
 
 # ---- the cross-check -------------------------------------------------------------------------
