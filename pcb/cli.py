@@ -206,15 +206,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_preprocess(args: argparse.Namespace) -> None:
     from .preprocess import preprocess_dataset
 
-    counts = preprocess_dataset(
+    # It prints what it found and used per split.
+    preprocess_dataset(
         args.dataset,
         RunLayout(args.run),
         workers=args.workers,
         quiet=args.quiet,
         skip_bad_images=args.skip_bad_images,
     )
-    for split, count in counts.items():
-        print(f"{split}: {count} images preprocessed")
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
@@ -384,9 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument(
         "--skip-bad-images",
         action="store_true",
-        help="leave out images that cannot be decoded (corrupt or empty JPEGs) instead of "
-        "stopping; they are listed in bins/<split>.skipped.json, left out of the evaluation "
-        "and named in the report",
+        help="leave out images that cannot be used (corrupt, empty, not 8-bit, over 4096 x "
+        "4096 pixels, not JPEG, dangling links, names with control characters or spaces) "
+        "instead of stopping; they are listed in bins/<split>.skipped.json, left out of the "
+        "evaluation and counted in the report",
     )
     _add_quiet(preprocess)
     _add_force(preprocess, " (every bin is recomputed)")
