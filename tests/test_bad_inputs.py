@@ -418,14 +418,18 @@ def test_bad_invoke_yaml_is_refused_by_every_task(
     assert message in str(exit_info.value.message)
 
 
-def test_damaged_manifest_is_named_with_the_fix(
+def test_damaged_manifest_is_set_aside_and_the_stage_runs_again(
     inferred: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = _copy_run(inferred, tmp_path)
-    (run / "manifest.json").write_text('{"schema": 1, "stages": ')
+    damaged = '{"schema": 1, "stages": '
+    (run / "manifest.json").write_text(damaged)
     code, _, err = run_cli(capsys, "infer", "--run", run, "--quiet")
-    assert code == 1
-    assert f"{run / 'manifest.json'} cannot be read" in err and "delete it" in err
+    assert code == 0, err
+    assert f"{run / 'manifest.json'} is not whole JSON" in err
+    assert f"kept aside as {run / 'manifest.json.bad'}" in err
+    assert (run / "manifest.json.bad").read_text() == damaged
+    assert manifest(run)["stages"]["infer/onnxruntime"]["status"] == "complete"
 
 
 def test_run_folder_that_is_a_file(tmp_path: Path, dataset: Path, capsys) -> None:
