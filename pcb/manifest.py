@@ -87,7 +87,8 @@ def tree_fingerprint(folder: Path) -> dict[str, Any]:
 
     walk(folder, "")
     lines.sort()
-    digest = hashlib.md5("".join(lines).encode("utf-8")).hexdigest()
+    # surrogateescape: a file name that is not UTF-8 is hashed as its bytes, not a crash.
+    digest = hashlib.md5("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
     return {"kind": "tree", "files": len(lines), "bytes": total, "digest": digest}
 
 

@@ -10,6 +10,7 @@ palette PNG); the oversized one is a real JPEG whose header declares 20000 x 200
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -377,3 +378,26 @@ def test_evaluation_refuses_an_unusable_image_preprocessing_did_not_list(
     with pytest.raises(PcbError, match="symbolic link"):
         load_split(root, "query")
     assert load_split(root, "query", allowed={"0099_c1s1_000001_00.jpg"})
+
+
+def test_a_name_that_is_not_utf8_is_named_not_a_crash(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pcb.dataset import load_split
+    from pcb.layout import RunLayout
+    from pcb.skipped import read_skipped
+
+    root = copy_market(dataset, tmp_path)
+    raw = os.fsencode(root / "query") + b"/0098_c1s1_000001_00\xff.jpg"
+    shutil.copy(_queries(root)[0], raw)
+    name = os.fsdecode(raw).rsplit("/", 1)[1]
+    run = tmp_path / "run"
+    code, _, err = _preprocess(capsys, root.parent, run)
+    assert code == 1 and "bytes that are not UTF-8 in its name" in err
+    assert ascii(name) in err
+    code, out, err = _preprocess(capsys, root.parent, run, "--skip-bad-images")
+    assert code == 0, err
+    (listed,) = read_skipped(RunLayout(run), "query")
+    assert (listed.name, listed.reason) == (name, "bad-name")
+    # Read back from skipped.json, the name is the one the listing finds: evaluation allows it.
+    assert load_split(root, "query", allowed={listed.name})
