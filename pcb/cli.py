@@ -206,15 +206,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_preprocess(args: argparse.Namespace) -> None:
     from .preprocess import preprocess_dataset
 
-    counts = preprocess_dataset(
+    # It prints what it found and used per split.
+    preprocess_dataset(
         args.dataset,
         RunLayout(args.run),
         workers=args.workers,
         quiet=args.quiet,
         skip_bad_images=args.skip_bad_images,
     )
-    for split, count in counts.items():
-        print(f"{split}: {count} images preprocessed")
 
 
 def cmd_infer(args: argparse.Namespace) -> None:
@@ -384,9 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument(
         "--skip-bad-images",
         action="store_true",
-        help="leave out images that cannot be decoded (corrupt or empty JPEGs) instead of "
-        "stopping; they are listed in bins/<split>.skipped.json, left out of the evaluation "
-        "and named in the report",
+        help="leave out images that cannot be used (corrupt, empty, not 8-bit, over 4096 x "
+        "4096 pixels, not JPEG, dangling links, names with control characters or spaces) "
+        "instead of stopping; they are listed in bins/<split>.skipped.json, left out of the "
+        "evaluation and counted in the report",
     )
     _add_quiet(preprocess)
     _add_force(preprocess, " (every bin is recomputed)")
@@ -587,11 +587,45 @@ def _wants_force(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "force_all", False)) or own
 
 
+def _run_and_sync(
+    func: Callable[[argparse.Namespace], None], args: argparse.Namespace, root: Path
+) -> None:
+    func(args)
+    # Before the manifest records the stage complete: what it wrote is on the disk, the
+    # per-image bins and dumps (written without an fsync each) and the files tools wrote.
+    from .fileio import sync_folder
+
+    if root.is_dir():
+        sync_folder(root)
+
+
+def _report_locked(func: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> None:
+    """A comparison of several runs: not any one run's stage, but it writes into its --out
+    folder, which may be one of those runs (or another run folder), so it holds that
+    folder's lock like any stage; a folder it created for nothing is removed again."""
+    from .runlock import LOCK_NAME, RunLock
+    from .stage_plans import report_output
+
+    out = report_output(args)
+    created = not out.exists()
+    lock = RunLock(out, "report")
+    lock.acquire()
+    try:
+        func(args)
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+            (out / LOCK_NAME).unlink()
+            out.rmdir()
+        raise
+    finally:
+        lock.release()
+
+
 def dispatch(args: argparse.Namespace, argv: Sequence[str] | None = None) -> None:
     """Run a parsed stage: under its run folder's lock and recorded in its manifest.
 
     The one place every stage passes through (pcb/manifest.py), so that none of them
-    needs to know about skipping, locking or recording.
+    needs to know about skipping, locking, recording or syncing to the disk.
     """
     from .manifest import run_recorded
     from .stage_plans import report_folder, stage_plan
@@ -599,14 +633,23 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Non
     func: Callable[[argparse.Namespace], None] = args.func
     plan = stage_plan(args)
     if plan is None:
-        func(args)
+        if args.stage == "report":
+            _report_locked(func, args)
+        else:
+            func(args)
         return
     force = _wants_force(args)
     if args.stage != "report" and hasattr(args, "force"):
         args.force = force
-    root = report_folder(args) if args.stage == "report" else args.run
+    root = Path(report_folder(args) if args.stage == "report" else args.run)
     command = list(argv) if argv is not None else sys.argv[1:]
-    run_recorded(plan, RunLayout(Path(root)), lambda: func(args), force=force, command=command)
+    run_recorded(
+        plan,
+        RunLayout(root),
+        lambda: _run_and_sync(func, args, root),
+        force=force,
+        command=command,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from .fileio import atomic_write_json, read_json
 from .layout import RunLayout
 from .metrics import AP_VARIANT, RankingResult, evaluate_ranking, squared_euclidean
 from .provenance import stamp
-from .skipped import describe_skipped, skipped_stems
+from .skipped import describe_skipped, read_skipped
 
 if TYPE_CHECKING:
     from .dataset import ImageRecord
@@ -192,17 +192,21 @@ def evaluate_run(
             f"max_rank {max_rank} is below {max(REPORTED_RANKS)}: top-10 needs max_rank >= 10"
         )
     market_root = find_market_root(Path(dataset_root))
-    records = {split: load_split(market_root, split) for split in SPLITS}
     # Images preprocessing skipped (--skip-bad-images) have no bin, so no dump: evaluate the
-    # rest, and say so in the record the report reads.
-    skipped = skipped_stems(layout)
+    # rest, and say so in the record the report reads. Those it named by their file alone
+    # (a dangling link, a bad name) are no records at all; any other such file is refused.
+    skipped = {split: read_skipped(layout, split) for split in SPLITS}
+    records = {
+        split: load_split(market_root, split, allowed={i.name for i in skipped[split]})
+        for split in SPLITS
+    }
     left_out: dict[str, list[str]] = {}
     for split in SPLITS:
-        left_out[split] = sorted(r.path.name for r in records[split] if r.stem in skipped[split])
-        records[split] = [r for r in records[split] if r.stem not in skipped[split]]
+        left_out[split] = sorted(image.name for image in skipped[split])
+        records[split] = [r for r in records[split] if r.path.name not in left_out[split]]
         if not records[split]:
             raise PcbError(
-                f"every {split} image was skipped as unreadable ({layout.skipped_path(split)}): "
+                f"every {split} image was skipped as unusable ({layout.skipped_path(split)}): "
                 "nothing left to evaluate; re-download or re-unpack the dataset"
             )
     dump_root = Path(dumps) if dumps is not None else layout.dumps_dir(backend, "query").parent

@@ -1,7 +1,19 @@
-"""Atomic writes: a file appears complete under its final name, or not at all."""
+"""Atomic, durable writes: a file appears complete under its final name, or not at all, and
+once written it survives a power cut.
+
+A rename is atomic but not durable: after a power cut a file renamed a moment before can
+come back empty (ext4 and XFS write the rename before the data unless told otherwise). So
+a file is fsynced before its rename and its folder after it. That costs a few milliseconds
+per file (about 3.5 ms each for the file and the folder on this project's disk), which is
+nothing for a record and more than the file itself for a per-image bin or dump: those are
+written with `durable=False` and synced together by `sync_folder` (one syncfs of the file
+system) before anything says they are complete: preprocessing before a split's .info list,
+every stage before the manifest records it complete (pcb.cli.dispatch).
+"""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import json
@@ -41,11 +53,15 @@ def disk_full_message(folder: Path, what: str = "") -> str:
     )
 
 
-def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview) -> None:
+def atomic_write_bytes(
+    path: Path, data: bytes | bytearray | memoryview, durable: bool = True
+) -> None:
     """Write `path` under a temporary name in its folder, then rename it into place.
 
     A reader sees the old file or the new one, never a part; the temporary file is removed
-    whatever goes wrong. A full disk becomes a PcbError naming the folder.
+    whatever goes wrong. A full disk becomes a PcbError naming the folder. `durable`: the
+    file is on the disk (fsync of the file, then of its folder) when this returns; without
+    it, the caller syncs later with `sync_folder` (per-image files: one sync for them all).
     """
     path = Path(path)
     try:
@@ -57,14 +73,66 @@ def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview) -> None
         raise
     try:
         with os.fdopen(fd, "wb") as handle:
+            # Before the data, so that the fsync below covers the mode too.
+            os.fchmod(handle.fileno(), _FILE_MODE)
             handle.write(data)
-        os.chmod(tmp, _FILE_MODE)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
         if is_disk_full(error):
             raise PcbError(disk_full_message(path.parent, path.name)) from None
         raise
+    if durable:
+        # The rename itself is an entry of the folder: durable once the folder is synced.
+        fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _syncfs(fd: int) -> bool:
+    """syncfs(2) on the file system holding `fd`; False where the C library lacks it."""
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return False
+    if syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        if code == errno.ENOSYS:
+            return False
+        # Since Linux 5.8 syncfs reports a failed write-back (EIO, ENOSPC) of that file system.
+        raise OSError(code, os.strerror(code))
+    return True
+
+
+def sync_folder(folder: Path) -> None:
+    """Put every file written under `folder` on the disk: one syncfs(2) of its file system
+    (one flush, however many files; measured in the README), os.sync() where syncfs is
+    missing. Bins and dumps are written unsynced, then this runs once before a stage says
+    they are complete."""
+    folder = Path(folder)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if not _syncfs(fd):
+            os.sync()
+    except OSError as error:
+        if is_disk_full(error):
+            raise PcbError(disk_full_message(folder)) from None
+        raise PcbError(
+            f"writing to the disk holding {folder} failed ({error.strerror}): the files "
+            "written there may be damaged; check the disk (`dmesg`), then run the same "
+            "command again"
+        ) from None
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -250,7 +250,8 @@ def _infer_split(
                 )
             for stem, feature in zip(chunk, features):
                 data = np.ascontiguousarray(feature, dtype=np.float32).tobytes()
-                atomic_write_bytes(dump_path(layout, backend, split, stem), data)
+                # Synced together before the stage is recorded complete (pcb.fileio).
+                atomic_write_bytes(dump_path(layout, backend, split, stem), data, durable=False)
             progress.update(len(chunk))
 
 

@@ -87,7 +87,8 @@ def tree_fingerprint(folder: Path) -> dict[str, Any]:
 
     walk(folder, "")
     lines.sort()
-    digest = hashlib.md5("".join(lines).encode("utf-8")).hexdigest()
+    # surrogateescape: a file name that is not UTF-8 is hashed as its bytes, not a crash.
+    digest = hashlib.md5("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
     return {"kind": "tree", "files": len(lines), "bytes": total, "digest": digest}
 
 
@@ -202,24 +203,69 @@ class StagePlan:
 # ---------------------------------------------------------------- reading and writing
 
 
-def read_manifest(root: Path) -> dict[str, Any] | None:
-    """The manifest of a run folder, None when it has none; PcbError when it is unreadable."""
+BAD_SUFFIX = ".bad"
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """What makes parsed JSON something other than a manifest this pcb can use; None if
+    nothing. Only what the code indexes directly is required; odd stage entries are read as
+    'not run' where they are used."""
+    if not isinstance(manifest, dict):
+        return f"holds a JSON {type(manifest).__name__}, not a pcb run manifest"
+    schema = manifest.get("schema")
+    if isinstance(schema, bool) or not isinstance(schema, int):
+        return f"has no schema number (found {schema!r}): it is not a pcb run manifest"
+    if schema > SCHEMA:
+        return (
+            f"was written by a newer pcb (manifest schema {schema}; this pcb reads schema "
+            f"{SCHEMA} only)"
+        )
+    if schema < 1:
+        return f"has schema {schema}, which no pcb ever wrote"
+    for key in ("stages", "inputs"):
+        if not isinstance(manifest.get(key), dict):
+            return f"has no `{key}` object: it is not a pcb run manifest, or was edited"
+    return None
+
+
+def read_manifest(root: Path, set_aside: bool = False) -> dict[str, Any] | None:
+    """The manifest of a run folder, None when it has none.
+
+    One that cannot be used (empty or cut short by a power cut, edited into another shape,
+    written by a newer pcb) raises a PcbError saying so and how to go on; with `set_aside`
+    (a stage run, holding the folder's lock) it is renamed to manifest.json.bad instead,
+    said so on stderr, and None is returned: every stage then runs again, and the stages
+    that resume (preprocess, infer) keep the files already whole.
+    """
     path = Path(root) / MANIFEST_NAME
     if not path.is_file():
         return None
     try:
         manifest = read_json(path)
-    except (OSError, ValueError) as error:
+        problem = _manifest_problem(manifest)
+    except (OSError, UnicodeDecodeError) as error:
+        problem = f"cannot be read ({error})"
+    except ValueError as error:
+        # Empty or truncated: what a power cut leaves of a file written without fsync.
+        problem = f"is not whole JSON ({error}): cut short, or edited by hand"
+    if problem is None:
+        return manifest
+    bad = path.with_name(MANIFEST_NAME + BAD_SUFFIX)
+    if not set_aside:
         raise PcbError(
-            f"{path} cannot be read ({error}): it was edited by hand or damaged; delete it "
-            "(the next stage run writes a new one; stages then run again instead of being "
-            "skipped)"
-        ) from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
-        raise PcbError(
-            f"{path} is not a pcb run manifest (no `stages`): delete it and run the stages again"
+            f"{path} {problem}: the stages of this run cannot be checked. Run any stage "
+            f"into this folder: it keeps the file aside as {bad.name} and the stages run "
+            "again (preprocessing and inference resume from the files already whole); "
+            "or delete it"
         )
-    return manifest
+    os.replace(path, bad)
+    print(
+        f"warning: {path} {problem}; kept aside as {bad} (it replaces any older one). The "
+        "stages of this run are treated as not run: each runs again when asked, "
+        "preprocessing and inference keeping the files already whole",
+        file=sys.stderr,
+    )
+    return None
 
 
 def new_manifest(root: Path) -> dict[str, Any]:
@@ -466,7 +512,8 @@ def _run_locked(
 ) -> StageRun:
     root = layout.root
     remove_stale_temps(root)
-    existing = read_manifest(root)
+    # A damaged manifest is set aside by a stage, which rewrites it; the report refuses.
+    existing = read_manifest(root, set_aside=plan.creates_manifest)
     if existing is None and not plan.creates_manifest:
         body()
         return StageRun(plan, layout, False, "not recorded: the run has no manifest")

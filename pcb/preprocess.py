@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from multiprocessing import get_context
 from pathlib import Path
@@ -12,9 +14,18 @@ from PIL import Image
 from tqdm import tqdm
 
 from .constants import INPUT_BYTES, INPUT_HEIGHT, INPUT_SHAPE, INPUT_WIDTH, MEAN, SPLITS, STD
-from .dataset import ImageRecord, describe, find_market_root, load_market
+from .dataset import (
+    ImageRecord,
+    SplitListing,
+    describe,
+    find_market_root,
+    list_split,
+    shown_name,
+    shown_names,
+    unusable_message,
+)
 from .errors import PcbError
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text, sync_folder
 from .layout import RunLayout
 from .skipped import SkippedImage, write_skipped
 
@@ -39,17 +50,112 @@ def _channel_tables() -> np.ndarray:
 _TABLES = _channel_tables()
 
 
-def preprocess_image(path: Path) -> np.ndarray:
-    """RGB -> bilinear resize to 128x384 (w x h) -> /255 -> normalise -> CHW float32."""
+# Market-1501 images are 64 x 128. 4096 x 4096 (16.7 Mpx, 50 MB as 8-bit RGB per worker)
+# leaves room for any real person crop, while a file declaring 20000 x 20000 (1.2 GB once
+# decoded) is refused from its header, before anything is decoded.
+MAX_SIDE = 4096
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
+# PIL's own check at the same limit, so no other path decodes more: it warns above the limit
+# and raises DecompressionBombError above twice it; _decoded turns both into a named error.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# 8-bit sample formats that PIL converts to RGB exactly as the guide's `convert("RGB")` does
+# (1-bit bilevel too: 0 and 1 become 0 and 255). The rest (I;16*, I, F: 16- and 32-bit
+# samples) would be clipped to 0..255, a 16-bit image turning white, so they are refused.
+ACCEPTED_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
+_SAMPLES = {"I": "32-bit integer", "F": "32-bit floating-point"}
+# Why an image's content makes it unusable (skipped.json's `reason`; pcb.dataset has the
+# reasons a name shows).
+UNREADABLE = "unreadable"
+CORRUPT = "corrupt"
+PIXEL_FORMAT = "pixel-format"
+TOO_LARGE = "too-large"
+
+
+class UnusableImage(PcbError):
+    """An image preprocessing cannot use, with the reason as a code for skipped.json."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _samples(mode: str) -> str:
+    if mode.startswith("I;16"):
+        return "16-bit integer"
+    return _SAMPLES.get(mode, f"{mode}")
+
+
+def _check_header(path: Path, image: Image.Image) -> None:
+    """Size and sample format, as the header declares them: nothing is decoded yet."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise _too_large(path, f"is {width} x {height} pixels")
+    if image.mode not in ACCEPTED_MODES:
+        raise UnusableImage(
+            PIXEL_FORMAT,
+            f"image {path} has {_samples(image.mode)} samples (PIL mode {image.mode}); the "
+            "guide's preprocessing reads 8-bit images, and converting this one would clip "
+            "it (a 16-bit image turns white): save it as an 8-bit JPEG or remove it",
+        )
+
+
+def _too_large(path: Path, size: str) -> UnusableImage:
+    return UnusableImage(
+        TOO_LARGE,
+        f"image {path} {size}, more than the {MAX_PIXELS:,} ({MAX_SIDE} x {MAX_SIDE}) pcb "
+        "decodes (Market-1501 images are 64 x 128): scale or crop it down, or remove it",
+    )
+
+
+def _corrupt(path: Path, error: BaseException) -> UnusableImage:
+    detail = str(error).strip() or type(error).__name__
+    return UnusableImage(
+        CORRUPT,
+        f"image {path} cannot be decoded ({detail}): the file is corrupt or empty; "
+        "re-download or re-unpack the dataset",
+    )
+
+
+def _decoded(path: Path) -> Image.Image:
+    """The image as RGB, once its header has passed _check_header; else UnusableImage."""
+    # Opened apart from PIL, so that an unreadable file is told apart from a corrupt one.
     try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-    except (OSError, SyntaxError, ValueError) as error:
-        # PIL reports corrupt data as OSError (UnidentifiedImageError is one) or SyntaxError.
-        raise PcbError(
-            f"image {path} cannot be decoded ({error}): the file is corrupt or empty; "
-            f"re-download or re-unpack the dataset"
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the `with handle` below
+    except OSError as error:
+        raise UnusableImage(
+            UNREADABLE,
+            f"image {path} cannot be read ({error.strerror}): make it readable "
+            "(`chmod a+r`) or remove it",
         ) from None
+    with handle:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(handle)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            # PIL's message: "Image size (400000000 pixels) exceeds limit of ...".
+            count = re.search(r"\((\d+) pixels\)", str(error))
+            declared = f"{int(count.group(1)):,} pixels" if count else "too many pixels"
+            raise _too_large(path, f"declares {declared} in its header") from None
+        # PIL reports damaged data as OSError (UnidentifiedImageError is one), SyntaxError,
+        # ValueError, EOFError, struct.error, IndexError...: whatever it is, it is the file's.
+        except Exception as error:
+            raise _corrupt(path, error) from None
+        with image:
+            _check_header(path, image)
+            try:
+                return image.convert("RGB")
+            except Exception as error:
+                raise _corrupt(path, error) from None
+
+
+def preprocess_image(path: Path) -> np.ndarray:
+    """RGB -> bilinear resize to 128x384 (w x h) -> /255 -> normalise -> CHW float32.
+
+    An image pcb cannot use (unreadable, corrupt, too large, not 8-bit) raises UnusableImage
+    naming it, the reason and the fix.
+    """
+    rgb = _decoded(path)
     resized = rgb.resize((INPUT_WIDTH, INPUT_HEIGHT), Image.BILINEAR)
     chw = np.empty(INPUT_SHAPE, dtype=np.float32)
     # split() hands over each channel as its own 8-bit plane: no HWC -> CHW transpose.
@@ -60,29 +166,32 @@ def preprocess_image(path: Path) -> np.ndarray:
     return chw
 
 
-# One image to convert: (JPEG, bin, skip it when unreadable instead of failing).
-Task = tuple[Path, Path, bool]
-SKIP_HINT = "; or pass --skip-bad-images to leave unreadable images out (they are listed)"
+# One image to convert: (JPEG, bin).
+Task = tuple[Path, Path]
+SKIP_HINT = (
+    "; or pass --skip-bad-images to leave such images out (they are listed in "
+    "bins/<split>.skipped.json and named in the report)"
+)
 
 
 def _convert(task: Task) -> SkippedImage | None:
-    """Write one bin; an unreadable image is returned when skipped, else raises."""
-    source, target, skip_bad = task
+    """Write one bin; an image that cannot be used is returned instead (the caller decides
+    whether that skips it or stops the stage)."""
+    source, target = task
     try:
         chw = preprocess_image(source)
-    except PcbError as error:
-        if skip_bad:
-            return SkippedImage(source.name, str(error))
-        raise PcbError(f"{error}{SKIP_HINT}") from None
+    except UnusableImage as error:
+        return SkippedImage(source.name, str(error), error.reason)
     # The array's own buffer (C-contiguous float32, native order): no 590 KB bytes copy.
-    atomic_write_bytes(target, memoryview(chw))
+    # Not synced one by one (an fsync per bin would cost more than the bin): the split's
+    # bins are synced together before its .info marks it complete.
+    atomic_write_bytes(target, memoryview(chw), durable=False)
     return None
 
 
-def _check_no_strays(bins_dir: Path, records: Sequence[ImageRecord]) -> None:
+def _check_no_strays(bins_dir: Path, wanted: set[str]) -> None:
     # A bin whose image is gone means this run folder was made from another dataset; mixing the
     # two would silently change the evaluation, so refuse rather than guess.
-    wanted = {r.stem for r in records}
     strays = sorted(p.name for p in bins_dir.glob("*.bin") if p.stem not in wanted)
     if strays:
         shown = ", ".join(strays[:_STRAY_SHOWN])
@@ -139,25 +248,48 @@ def _run_tasks(tasks: list[Task], workers: int, bar: tqdm) -> list[SkippedImage]
     return skipped
 
 
+def _report_split(
+    layout: RunLayout, listing: SplitListing, used: int, skipped: Sequence[SkippedImage]
+) -> None:
+    """One line accounting for every file of the split folder, then what was left out."""
+    split = listing.split
+    print(
+        f"{split}: found {listing.found:,} files in {listing.folder}: used {used:,}, junk "
+        f"{listing.junk:,} dropped, skipped {len(skipped):,}, ignored {len(listing.ignored):,}"
+    )
+    if skipped:
+        shown = ", ".join(f"{shown_name(i.name)} ({i.reason})" for i in skipped[:_STRAY_SHOWN])
+        more = f" and {len(skipped) - _STRAY_SHOWN} more" if len(skipped) > _STRAY_SHOWN else ""
+        print(f"{split}: skipped {shown}{more}: listed in {layout.skipped_path(split)}")
+    if listing.ignored:
+        print(f"{split}: ignored, not images: {shown_names(listing.ignored, _STRAY_SHOWN)}")
+
+
 def preprocess_split(
     layout: RunLayout,
-    split: str,
-    records: Sequence[ImageRecord],
+    listing: SplitListing,
     workers: int = 0,
     quiet: bool = False,
     skip_bad_images: bool = False,
-) -> int:
-    """Write the split's bins (skipping complete ones) then its info file; returns the count.
+) -> tuple[int, list[SkippedImage]]:
+    """Write the split's bins (skipping complete ones), then its info file; returns how
+    many images it used and those it could not: named by the listing or failing by content.
 
-    With `skip_bad_images`, images that cannot be decoded get no bin, stay out of the info
-    file and are listed in bins/<split>.skipped.json (pcb.skipped); the count excludes them.
+    With `skip_bad_images` they get no bin, stay out of the info file and are listed in
+    bins/<split>.skipped.json (pcb.skipped). Without it the split gets neither file (it is
+    not complete) and the caller stops the stage, naming them; the bins written are whole
+    and the rerun keeps them.
     """
+    split = listing.split
+    records = listing.records
     bins_dir = layout.bins_dir(split)
     bins_dir.mkdir(parents=True, exist_ok=True)
-    _check_no_strays(bins_dir, records)
+    _check_no_strays(
+        bins_dir, {r.stem for r in records} | {Path(u.name).stem for u in listing.unusable}
+    )
     _remove_stale_temps(bins_dir)
     tasks = [
-        (r.path, bins_dir / f"{r.stem}.bin", skip_bad_images)
+        (r.path, bins_dir / f"{r.stem}.bin")
         for r in records
         if not _is_done(bins_dir / f"{r.stem}.bin")
     ]
@@ -167,10 +299,8 @@ def preprocess_split(
         print(f"{split}: {done:,} of {len(records):,} images already preprocessed, {state}")
     info = layout.info_path(split)
     if tasks:
-        # The info file marks a complete split: never leave an old one beside missing bins,
-        # nor an old list of skipped images that this run will decide anew.
+        # The info file marks a complete split: never leave an old one beside missing bins.
         info.unlink(missing_ok=True)
-        layout.skipped_path(split).unlink(missing_ok=True)
     processes = min(workers or os.cpu_count() or 1, max(1, len(tasks)))
     with tqdm(
         total=len(records),
@@ -180,31 +310,34 @@ def preprocess_split(
         disable=quiet or not tasks,
         leave=False,
     ) as bar:
-        skipped = _run_tasks(tasks, processes, bar)
-    left_out = {image.stem for image in skipped}
-    kept = [r for r in records if r.stem not in left_out]
+        failed = _run_tasks(tasks, processes, bar)
+    named = [SkippedImage(u.name, u.message, u.reason) for u in listing.unusable]
+    skipped = sorted([*named, *failed], key=lambda image: image.name)
+    if skipped and not skip_bad_images:
+        info.unlink(missing_ok=True)
+        layout.skipped_path(split).unlink(missing_ok=True)
+        return 0, skipped
+    left_out = {image.name for image in failed}
+    kept = [r for r in records if r.path.name not in left_out]
     if not kept:
         raise PcbError(
-            f"every {split} image of the dataset is unreadable (e.g. {skipped[0].error}): "
+            f"no {split} image of the dataset can be used (e.g. {skipped[0].error}): "
             "re-download or re-unpack Market-1501 (see data/README.md)"
         )
-    if skipped:
-        names = sorted(image.name for image in skipped)
-        shown = ", ".join(names[:_STRAY_SHOWN])
-        more = f" and {len(names) - _STRAY_SHOWN} more" if len(names) > _STRAY_SHOWN else ""
-        noun = "image" if len(names) == 1 else "images"
-        print(
-            f"{split}: skipped {len(names)} unreadable {noun}: {shown}{more} "
-            f"(listed in {layout.skipped_path(split)})"
-        )
-    # Before the info file, which marks the split complete.
     if tasks:
-        write_skipped(layout, split, skipped)
-    # Last, so a listed bin always exists; unchanged content is not rewritten (keeps mtimes).
+        # Every bin on the disk before the info file says the split is complete: a power
+        # cut must not leave a complete-looking split of empty bins. One sync of the file
+        # system, not one per bin (measured: README, Failure modes).
+        sync_folder(bins_dir)
+    # Before the info file, which marks the split complete; unchanged content is not
+    # rewritten (keeps mtimes).
+    write_skipped(layout, split, skipped)
+    # Last, so a listed bin always exists.
     text = info_text(layout, split, kept)
     if not info.is_file() or info.read_text(encoding="utf-8") != text:
         atomic_write_text(info, text)
-    return len(kept)
+    _report_split(layout, listing, len(kept), skipped)
+    return len(kept), skipped
 
 
 def preprocess_dataset(
@@ -216,20 +349,43 @@ def preprocess_dataset(
 ) -> dict[str, int]:
     """Every query and gallery image -> <run>/bins/<split>/<stem>.bin, then <split>.info.
 
-    `skip_bad_images`: leave out (and list) images that cannot be decoded instead of failing.
+    Every file of both split folders is accounted for (used, junk, skipped, ignored), and an
+    image that cannot be used stops the stage naming it, or with `skip_bad_images` is left
+    out and listed. What the names show is checked for both splits before any bin is written;
+    what only the content shows, as each image is read, and reported once all are done.
     """
     if workers < 0:
         raise PcbError(f"workers must be 0 (all cores) or more, got {workers}")
-    market = load_market(dataset_root)
-    print(f"Market-1501 at {find_market_root(dataset_root)}: {describe(market)}")
-    return {
-        split: preprocess_split(
+    root = find_market_root(dataset_root)
+    listings = {split: list_split(root, split) for split in SPLITS}
+    named = [u for listing in listings.values() for u in listing.unusable]
+    if named and not skip_bad_images:
+        raise PcbError(unusable_message([u.message for u in named]) + SKIP_HINT)
+    for listing in listings.values():
+        if not listing.records:
+            what = (
+                "holds no image that can be used"
+                if listing.unusable
+                else "holds only junk images (person id -1)"
+            )
+            raise PcbError(
+                f"split folder {listing.folder} {what}, nothing to evaluate: re-download or "
+                "re-unpack Market-1501 (see data/README.md)"
+            )
+    market = {split: listing.records for split, listing in listings.items()}
+    print(f"Market-1501 at {root}: {describe(market)}")
+    failed: list[SkippedImage] = []
+    counts = {}
+    for split in SPLITS:
+        counts[split], skipped = preprocess_split(
             layout,
-            split,
-            market[split],
+            listings[split],
             workers=workers,
             quiet=quiet,
             skip_bad_images=skip_bad_images,
         )
-        for split in SPLITS
-    }
+        if not skip_bad_images:
+            failed += skipped
+    if failed:
+        raise PcbError(unusable_message([image.error for image in failed]) + SKIP_HINT)
+    return counts

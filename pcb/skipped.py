@@ -1,21 +1,24 @@
 """The images `preprocess --skip-bad-images` left out: `<run>/bins/<split>.skipped.json`.
 
-Preprocessing writes it (or removes it when nothing was skipped); inference never sees those
-images, since the split's .info list leaves them out; evaluation drops them from the dataset's
-records so that the dumps and the records still match one to one; the report names them.
-An image left out changes the accuracy, so it is never silent.
+Every image of a split folder that preprocessing could not use is here with its reason
+(a dangling link, a name the .info list cannot hold, not a JPEG, not 8-bit, too large,
+corrupt...) and the message naming the fix. Preprocessing writes it (or removes it when
+nothing was skipped); inference never sees those images, since the split's .info list leaves
+them out; evaluation leaves them out of the dataset's records so that the dumps and the
+records still match one to one; the report counts and names them. An image left out changes
+the accuracy, so it is never silent.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .constants import SPLITS
 from .errors import PcbError
-from .fileio import atomic_write_json, read_json
+from .fileio import atomic_write_text, read_json
 from .layout import RunLayout
 
 SHOWN = 5
@@ -23,8 +26,9 @@ SHOWN = 5
 
 @dataclass(frozen=True)
 class SkippedImage:
-    name: str  # the JPEG's file name
-    error: str  # why it could not be decoded
+    name: str  # the image's file name
+    error: str  # why it cannot be used, and the fix
+    reason: str = ""  # a short code: pcb.dataset's and pcb.preprocess's constants
 
     @property
     def stem(self) -> str:
@@ -32,19 +36,30 @@ class SkippedImage:
 
 
 def write_skipped(layout: RunLayout, split: str, images: Sequence[SkippedImage]) -> None:
-    """Record a split's skipped images; with none, make sure no old record is left."""
+    """Record a split's skipped images; with none, make sure no old record is left.
+
+    The same list is not written again: the bins folder's fingerprint (the manifest) counts
+    every file's mtime, and a needless rewrite would make inference run again.
+    """
     path = layout.skipped_path(split)
     if not images:
         path.unlink(missing_ok=True)
         return
-    atomic_write_json(
-        path,
-        {
-            "split": split,
-            "count": len(images),
-            "images": [{"name": i.name, "error": i.error} for i in sorted(images, key=_key)],
-        },
-    )
+    payload = {
+        "split": split,
+        "count": len(images),
+        "images": [
+            {"name": i.name, "reason": i.reason, "error": i.error} for i in sorted(images, key=_key)
+        ],
+    }
+    # json's default ensure_ascii escapes a name that is not UTF-8 or holds a newline.
+    text = json.dumps(payload, indent=2) + "\n"
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, ValueError):
+        pass  # absent or unreadable: written anew
+    atomic_write_text(path, text)
 
 
 def _key(image: SkippedImage) -> str:
@@ -58,7 +73,10 @@ def read_skipped(layout: RunLayout, split: str) -> list[SkippedImage]:
         return []
     try:
         payload: Any = read_json(path)
-        return [SkippedImage(str(i["name"]), str(i.get("error", ""))) for i in payload["images"]]
+        return [
+            SkippedImage(str(i["name"]), str(i.get("error", "")), str(i.get("reason", "")))
+            for i in payload["images"]
+        ]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise PcbError(
             f"cannot read {path} ({error}): re-run `python -m pcb preprocess "
@@ -66,22 +84,20 @@ def read_skipped(layout: RunLayout, split: str) -> list[SkippedImage]:
         ) from None
 
 
-def skipped_stems(layout: RunLayout) -> dict[str, set[str]]:
-    return {split: {image.stem for image in read_skipped(layout, split)} for split in SPLITS}
-
-
 def describe_skipped(skipped: dict[str, list[str]]) -> str | None:
-    """'2 images skipped as unreadable (query: a.jpg; gallery: b.jpg)'; None for none."""
+    """'2 images skipped as unusable ... (query: a.jpg; gallery: b.jpg)'; None for none."""
     total = sum(len(names) for names in skipped.values())
     if not total:
         return None
     parts = []
     for split, names in skipped.items():
         if names:
+            shown = ", ".join(ascii(n) if not n.isprintable() else n for n in names[:SHOWN])
             more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
-            parts.append(f"{split}: {', '.join(names[:SHOWN])}{more}")
+            parts.append(f"{split}: {len(names)}, {shown}{more}")
     noun = "image" if total == 1 else "images"
     return (
-        f"{total} {noun} skipped as unreadable by `preprocess --skip-bad-images` and left out "
-        f"of the evaluation ({'; '.join(parts)}): the accuracy is over the remaining images"
+        f"{total} {noun} skipped as unusable by `preprocess --skip-bad-images` and left out "
+        f"of the evaluation ({'; '.join(parts)}; the reasons are in "
+        "bins/<split>.skipped.json): the accuracy is over the remaining images"
     )

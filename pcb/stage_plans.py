@@ -187,10 +187,23 @@ def report_folder(args: argparse.Namespace) -> Path | None:
     return runs[0]
 
 
+def report_output(args: argparse.Namespace) -> Path:
+    """Where a report writes: --out, else its one run folder, else results/comparison."""
+    if args.out is not None:
+        return Path(args.out)
+    if len(args.run) == 1:
+        return Path(args.run[0])
+    from .report import DEFAULT_COMPARISON_DIR
+
+    return DEFAULT_COMPARISON_DIR
+
+
 def report_plan(args: argparse.Namespace) -> StagePlan | None:
     folder = report_folder(args)
     if folder is None:
-        return None  # a comparison of several runs is not any one run's stage
+        # A comparison of several runs is not any one run's stage; pcb.cli still holds the
+        # lock of the folder it writes into.
+        return None
     return StagePlan(
         key="report",
         stage="report",

@@ -232,7 +232,12 @@ def test_skip_bad_images_counts_lists_and_leaves_them_out(
     run = tmp_path / "run"
     code, out, err = _preprocess(capsys, root.parent, run, "--skip-bad-images")
     assert code == 0, err
-    assert f"skipped 1 unreadable image: {bad_query.name}" in out
+    total_query = len(list((root / "query").glob("*.jpg")))
+    assert (
+        f"query: found {total_query} files in {root / 'query'}: used {total_query - 1}, junk 0 "
+        "dropped, skipped 1, ignored 0"
+    ) in out
+    assert f"query: skipped {bad_query.name} (corrupt): listed in " in out
     query = json.loads((run / "bins" / "query.skipped.json").read_text())
     assert query["count"] == 1 and query["images"][0]["name"] == bad_query.name
     assert "corrupt" in query["images"][0]["error"]
@@ -248,15 +253,14 @@ def test_skip_bad_images_counts_lists_and_leaves_them_out(
     code, out, err = run_cli(capsys, "evaluate", "--dataset", root.parent, "--run", run)
     assert code == 0, err
     record = json.loads((run / "eval" / "onnxruntime.json").read_text())
-    total_query = len(list((root / "query").glob("*.jpg")))
     assert record["num_query"] == total_query - 1
     assert record["skipped_images"] == {"query": [bad_query.name], "gallery": [bad_gallery.name]}
-    assert "2 images skipped as unreadable" in out
+    assert "2 images skipped as unusable" in out
 
     # The report names them.
     assert run_cli(capsys, "report", "--run", run, "--no-plots")[0] == 0
     report = (run / "report.md").read_text()
-    assert "2 images skipped as unreadable" in report and bad_query.name in report
+    assert "2 images skipped as unusable" in report and bad_query.name in report
 
     # Without the flag the same images stop the stage again: skipping is never silent.
     code, _, err = _preprocess(capsys, root.parent, run)
@@ -414,14 +418,18 @@ def test_bad_invoke_yaml_is_refused_by_every_task(
     assert message in str(exit_info.value.message)
 
 
-def test_damaged_manifest_is_named_with_the_fix(
+def test_damaged_manifest_is_set_aside_and_the_stage_runs_again(
     inferred: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = _copy_run(inferred, tmp_path)
-    (run / "manifest.json").write_text('{"schema": 1, "stages": ')
+    damaged = '{"schema": 1, "stages": '
+    (run / "manifest.json").write_text(damaged)
     code, _, err = run_cli(capsys, "infer", "--run", run, "--quiet")
-    assert code == 1
-    assert f"{run / 'manifest.json'} cannot be read" in err and "delete it" in err
+    assert code == 0, err
+    assert f"{run / 'manifest.json'} is not whole JSON" in err
+    assert f"kept aside as {run / 'manifest.json.bad'}" in err
+    assert (run / "manifest.json.bad").read_text() == damaged
+    assert manifest(run)["stages"]["infer/onnxruntime"]["status"] == "complete"
 
 
 def test_run_folder_that_is_a_file(tmp_path: Path, dataset: Path, capsys) -> None:

@@ -6,12 +6,18 @@ import pytest
 from PIL import Image
 
 from pcb.dataset import (
+    BAD_NAME,
+    DANGLING_LINK,
+    DUPLICATE,
+    NOT_JPEG,
     ImageRecord,
     describe,
     find_market_root,
+    list_split,
     load_market,
     load_split,
     parse_name,
+    shown_name,
     summarize,
 )
 from pcb.errors import PcbError
@@ -94,14 +100,115 @@ def test_load_split_sorts_drops_junk_keeps_distractors(tmp_path):
     assert not any(r.stem.startswith("-1") for r in gallery)
 
 
-def test_load_split_ignores_other_files(tmp_path):
+def test_listing_accounts_for_every_file(tmp_path):
+    """Not images at all: ignored and named; an image pcb cannot read: named as unusable."""
     root = make_market(tmp_path)
     (root / "query" / "Thumbs.db").write_bytes(b"\0" * 10)
     (root / "query" / "notes.txt").write_text("not an image")
-    (root / "query" / "0003_c1s1_000001_00.png").write_bytes(b"png")
     (root / "query" / "0004_c1s1_000001_00.jpg.part").write_bytes(b"")
     (root / "query" / "subdir.jpg").mkdir()
-    assert len(load_split(root, "query")) == len(QUERY)
+    (root / "query" / ".DS_Store").write_bytes(b"")
+    (root / "query" / "._0001_c1s1_001051_00.jpg").write_bytes(b"AppleDouble")  # macOS
+    (root / "query" / "0003_c1s1_000001_00.png").write_bytes(b"png")
+    listing = list_split(root, "query")
+    assert [r.stem for r in listing.records] == sorted(Path(n).stem for n in QUERY)
+    assert listing.ignored == [
+        ".DS_Store",
+        "._0001_c1s1_001051_00.jpg",
+        "0004_c1s1_000001_00.jpg.part",
+        "Thumbs.db",
+        "notes.txt",
+        "subdir.jpg/",
+    ]
+    assert [(u.name, u.reason) for u in listing.unusable] == [("0003_c1s1_000001_00.png", NOT_JPEG)]
+    assert "is a .png file" in listing.unusable[0].message
+    assert listing.found == 10 == len(listing.records) + listing.junk + 1 + len(listing.ignored)
+    with pytest.raises(PcbError, match="0003_c1s1_000001_00.png is a .png file"):
+        load_split(root, "query")
+    # Once preprocessing has left it out (and listed it), it is allowed.
+    assert len(load_split(root, "query", allowed={"0003_c1s1_000001_00.png"})) == len(QUERY)
+
+
+def test_listing_counts_junk(tmp_path):
+    listing = list_split(make_market(tmp_path), "gallery")
+    assert (listing.found, len(listing.records), listing.junk) == (6, 4, 2)
+    assert listing.unusable == [] and listing.ignored == []
+
+
+@pytest.mark.parametrize("extension", [".JPG", ".jpeg", ".JPEG", ".Jpg"])
+def test_jpeg_extensions_in_any_case_are_read(tmp_path, extension):
+    name = "0003_c4s1_000001_00"
+    root = make_market(tmp_path, query=[*QUERY, name + extension])
+    records = load_split(root, "query")
+    assert name in [r.stem for r in records]
+    assert (root / "query" / f"{name}{extension}") in [r.path for r in records]
+
+
+def test_the_same_image_twice_is_named(tmp_path):
+    root = make_market(tmp_path, query=[*QUERY, "0001_c1s1_001051_00.JPG"])
+    listing = list_split(root, "query")
+    assert sorted(u.name for u in listing.unusable) == [
+        "0001_c1s1_001051_00.JPG",
+        "0001_c1s1_001051_00.jpg",
+    ]
+    assert {u.reason for u in listing.unusable} == {DUPLICATE}
+    assert "0001_c1s1_001051_00.bin" in listing.unusable[0].message
+    assert "0001_c1s1_001051_00" not in [r.stem for r in listing.records]
+
+
+def test_dangling_link_is_named_with_its_target(tmp_path):
+    root = make_market(tmp_path)
+    link = root / "query" / "0005_c2s1_000001_00.jpg"
+    link.symlink_to(tmp_path / "outside" / "0005_c2s1_000001_00.jpg")
+    listing = list_split(root, "query")
+    (problem,) = listing.unusable
+    assert (problem.path, problem.reason) == (link, DANGLING_LINK)
+    assert str(tmp_path / "outside" / "0005_c2s1_000001_00.jpg") in problem.message
+    assert "does not exist" in problem.message and "under data/" in problem.message
+    with pytest.raises(PcbError, match="is a symbolic link to"):
+        load_split(root, "query")
+    # A link that resolves is an image like any other.
+    target = tmp_path / "elsewhere.jpg"
+    write_jpeg(target)
+    link.unlink()
+    link.symlink_to(target)
+    assert link in [r.path for r in load_split(root, "query")]
+
+
+def test_a_junk_image_is_dropped_whatever_it_is(tmp_path):
+    root = make_market(tmp_path)
+    (root / "bounding_box_test" / "-1_c2s1_000001_00.jpg").symlink_to(tmp_path / "nowhere")
+    listing = list_split(root, "gallery")
+    assert listing.junk == 3 and listing.unusable == []
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ("0005_c1s1_000001_00\n.jpg", "a newline"),
+        ("0005_c1s1\n_000001_00.jpg", "a newline"),
+        ("0005_c1s1_000001_00\t.jpg", "a tab"),
+        ("0005_c1s1_000001_00 copy.jpg", "a space"),
+        ("0005_c1s1_000001_00\r.jpg", "a carriage return"),
+        ("0005_c1s1_000001_00\x1b.jpg", "U+001B"),
+        ("0005_c1s1_000001_00\u202e.jpg", "U+202E"),  # right-to-left override
+        ("0005_c1s1_000001_00\udcff.jpg", "not UTF-8"),  # a byte 0xff, as Python lists it
+    ],
+)
+def test_names_the_info_list_cannot_hold(tmp_path, name, what):
+    root = make_market(tmp_path)
+    path = root / "query" / name
+    path.write_bytes((root / "query" / QUERY[0]).read_bytes())
+    listing = list_split(root, "query")
+    (problem,) = listing.unusable
+    assert problem.reason == BAD_NAME
+    assert what in problem.message
+    # Named on one line, escaped, so that the message itself stays printable.
+    assert "\n" not in problem.message and "\t" not in problem.message
+    assert ascii(name) in problem.message
+    problem.message.encode("utf-8")
+    assert shown_name(name) == ascii(name)
+    assert shown_name(QUERY[0]) == QUERY[0]
 
 
 @pytest.mark.parametrize("name", ["Market-1501-v15.09.15", "Market-1501"])

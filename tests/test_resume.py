@@ -93,7 +93,7 @@ def test_a_second_run_is_skipped_and_force_runs_it(dataset: Path, tmp_path: Path
     assert again.returncode == 0 and "preprocess: skipped" in again.stdout
     assert manifest(run)["stages"]["preprocess"]["finished"] == first["finished"]
     forced = pcb("--force", *args)
-    assert forced.returncode == 0 and "skipped" not in forced.stdout
+    assert forced.returncode == 0 and "preprocess: skipped" not in forced.stdout
     entry = manifest(run)["stages"]["preprocess"]
     assert entry["forced"] is True and entry["status"] == "complete"
 

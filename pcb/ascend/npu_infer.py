@@ -136,7 +136,8 @@ def collect_dumps(produced: Path, inputs: Sequence[str], files_per_batch: int, d
         # The tail of the last batch is ais_bench's padding (copies of the first file): dropped.
         for index, name in enumerate(chunk):
             part = data[index * FEATURE_BYTES : (index + 1) * FEATURE_BYTES]
-            atomic_write_bytes(dest / dump_name(name[: -len(".bin")]), part)
+            # Synced together before the stage is recorded complete (pcb.fileio).
+            atomic_write_bytes(dest / dump_name(name[: -len(".bin")]), part, durable=False)
             done.add(name)
         (produced / source).unlink()
         used.add(source)
