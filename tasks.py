@@ -52,6 +52,7 @@ def _settings(c, **overrides) -> Settings:
 def _build(
     settings: Settings, images: list[str], force: bool = False, build_args: tuple[str, ...] = ()
 ) -> None:
+    from pcb.orchestration.ascend_stages import cann_base
     from pcb.orchestration.build_inputs import (
         parse_build_args,
         resolve_base_image,
@@ -70,11 +71,30 @@ def _build(
         index_url=settings.index_url or None,
         ca_bundle=resolve_ca_bundle(settings.ca_bundle),
         extra_build_args={name: parse_build_args(build_args) for name in images},
+        vendor_bases={"cann": cann_base(settings)} if "cann" in images else None,
         force=force,
         quiet=settings.quiet,
     )
     for result in results:
         print(describe(result))
+
+
+def _check_bases(settings: Settings, images: list[str]) -> None:
+    """Each image's base: its registry digest where a registry answers, what is here; builds
+    nothing. Exits 1 when a digest could not be had."""
+    from pcb.orchestration.ascend_stages import cann_base
+    from pcb.orchestration.docker_executor import connect
+    from pcb.orchestration.images import check_base
+
+    client = connect()
+    failed = False
+    for name in images:
+        base = cann_base(settings)[0] if name == "cann" else None
+        result = check_base(client, name, base)
+        print(result.describe())
+        failed |= result.digest is None
+    if failed:
+        raise Exit("error: a base's digest could not be had from its registry (see above)", 1)
 
 
 def _forced(calls: list[StageCall], force: bool) -> list[StageCall]:
@@ -163,6 +183,9 @@ def base_image(c, force=False):
 
 @task(
     iterable=["image", "build_arg"],
+    # Several options share first letters (--cann-image, --cann-version, --ca-bundle, --check):
+    # long options only.
+    auto_shortflags=False,
     help={
         "image": "export, runtime, cann or tensorrt; repeatable (default: export and runtime)",
         "base_image": 'export/runtime base: "auto", "offline" (debootstrap) or an image name',
@@ -171,6 +194,9 @@ def base_image(c, force=False):
         "ca_bundle": "a CA bundle for pip during the build (left in no layer)",
         "force": "rebuild even when the content tag exists",
         "build_arg": "NAME=VALUE for the Dockerfiles, repeatable (e.g. AIS_BENCH_FIND_LINKS=url)",
+        "check": "build nothing: print each image's base and its registry digest, or why none",
+        "cann_version": "the cann image's CANN version (a published 310P tag; docs/ascend.md)",
+        "cann_image": "the cann image's base, any CANN toolkit image (pcb.cann_image)",
     },
 )
 def build(
@@ -182,12 +208,24 @@ def build(
     ca_bundle=None,
     force=False,
     build_arg=None,
+    check=False,
+    cann_version=None,
+    cann_image=None,
 ):
     """Build the stage images; an image whose content tag exists is not rebuilt."""
     try:
         settings = _settings(
-            c, base_image=base_image, wheels=wheels, index_url=index_url, ca_bundle=ca_bundle
+            c,
+            base_image=base_image,
+            wheels=wheels,
+            index_url=index_url,
+            ca_bundle=ca_bundle,
+            cann_version=cann_version,
+            cann_image=cann_image,
         )
+        if check:
+            _check_bases(settings, image or ["export", "runtime"])
+            return
         _build(settings, image or ["export", "runtime"], force, tuple(build_arg or ()))
     except PcbError as error:
         raise Exit(f"error: {error}", code=1) from None
