@@ -251,8 +251,7 @@ def test_summary_file_beside_or_inside_the_output_folder(tmp_path: Path):
     (inside / "2022_07_09-18_23_06" / "sumary.json").write_text("{}")  # ais_infer, 2022
     assert find_run_files(inside).summary == inside / "2022_07_09-18_23_06" / "sumary.json"
     (inside / "2022_07_09-18_23_06" / "sumary.json").unlink()
-    with pytest.raises(PcbError, match="no 2022_07_09-18_23_06_summary.json beside it"):
-        find_run_files(inside)
+    assert find_run_files(inside).summary is None  # the printed summary is then all there is
 
 
 def test_natural_order_and_output_names():
@@ -537,3 +536,16 @@ def test_before_the_multi_device_mode_one_process_per_device(tmp_path, monkeypat
     assert out.count("==> device ") == 2 and "--device 0,1" not in out
     assert records[-1].extra["summed_by"].startswith("one ais_bench per chip")
     assert records[-1].extra["tool_profile"] == "ais_bench 0.0.0+double (2022-11 to 2023-06)"
+
+
+def test_without_a_summary_json_the_printed_summary_is_read(tmp_path, monkeypatch):
+    use_doubles(monkeypatch)
+    monkeypatch.setenv("AIS_BENCH_DOUBLE_SUMMARY", "none")
+    layout = make_run(tmp_path / "run", {"query": 2, "gallery": 1})
+    convert_models(layout, "310P3", [1], quiet=True)
+    ais_infer(layout, "310P3", batch_size=1, quiet=True)
+    record = read_json(layout.dumps_dir("Ascend310P3-ais_bench", "query").parent / "query.json")
+    assert record["summary_source"].startswith("printed summary only")
+    [perf] = ais_perf(layout, "310P3", [1], devices=[0], loop=4, warmup=0, quiet=True)
+    assert perf.extra["source"].startswith("printed summary only")
+    assert perf.images_per_s == pytest.approx(1000 / perf.latency.mean_ms)

@@ -314,7 +314,7 @@ class RunFiles:
     """Where one run (or one device of a multi-device run) left its outputs and summary."""
 
     folder: Path
-    summary: Path
+    summary: Path | None  # None: the run wrote no summary JSON (its printed one is all there is)
     device: int | None = None  # the device id it was given, for a multi-device run
 
 
@@ -331,15 +331,13 @@ def _only_folder(scratch: Path) -> Path:
 
 def find_run_files(scratch: Path) -> RunFiles:
     """The folder a one-device run created under its --output (empty before) and its summary
-    JSON: `<ts>_summary.json` beside it, or ais_infer's `sumary.json` inside it."""
+    JSON: `<ts>_summary.json` beside it, or ais_infer's `sumary.json` inside it; None when
+    there is neither (the printed summary is then all there is)."""
     folder = _only_folder(scratch)
     for summary in (scratch / f"{folder.name}{SUMMARY_SUFFIX}", folder / OLD_SUMMARY_NAME):
         if summary.is_file():
             return RunFiles(folder, summary)
-    raise PcbError(
-        f"ais_bench wrote {folder} but no {folder.name}{SUMMARY_SUFFIX} beside it (nor an "
-        f"ais_infer {OLD_SUMMARY_NAME} inside it): did it stop early? See its output"
-    )
+    return RunFiles(folder, None)
 
 
 def find_device_run_files(scratch: Path) -> dict[int, RunFiles]:

@@ -58,6 +58,7 @@ class DeviceRun:
     summary: AisSummary
     wall_s: float
     log: Path
+    source: str = "summary JSON, checked against the printed summary"
 
 
 def _start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -153,6 +154,8 @@ def _single_run(
     summary = read_summaries(text, files.summary, batch_size)
     # The pure-inference outputs (zeros in, features out) are of no use: keep the summaries.
     shutil.rmtree(files.folder, ignore_errors=True)
+    if files.summary is None:
+        return DeviceRun(device, summary, wall, log, "printed summary only (no summary JSON)")
     return DeviceRun(device, summary, wall, log)
 
 
@@ -188,7 +191,8 @@ def _multi_device_runs(
                 f"JSON says {summary.throughput:g}: not of the same run; re-run the stage"
             )
         shutil.rmtree(files[tool_id].folder, ignore_errors=True)
-        runs.append(DeviceRun(device, summary, wall, log))
+        source = "summary JSON, checked against its printed per-device line"
+        runs.append(DeviceRun(device, summary, wall, log, source))
     summed = sum(run.summary.throughput for run in runs)
     if abs(printed.total - summed) > CROSS_CHECK_TOLERANCE * max(summed, 1e-9):
         raise PcbError(
@@ -260,7 +264,9 @@ def _device_record(
 ) -> PerfRecord:
     summary = run.summary
     extra = dict(common)
-    extra.update(device_id=run.device, wall_s=round(run.wall_s, 3), log=str(run.log))
+    extra.update(
+        device_id=run.device, wall_s=round(run.wall_s, 3), log=str(run.log), source=run.source
+    )
     if summary.h2d is not None:
         extra["H2D_latency_ms"] = summary.h2d.to_dict()
     if summary.d2h is not None:

@@ -10,7 +10,7 @@ AIS_BENCH_DOUBLE_LEGACY=1 takes the options of an ais_infer of 2022-09 (no --war
 --display_all_summary, one device), =2022-11 those of an ais_bench before --divide_input (one
 device per process); PCB_DOUBLE_CHIPS=N makes it see N chips; AIS_BENCH_DOUBLE_SUMMARY=inside
 writes ais_infer's `sumary.json` inside the output folder and prints its 2022-06 throughput
-line."""
+line; =none writes no summary JSON."""
 
 from __future__ import annotations
 
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace, device: int, report: bool = False):
             f"{throughput}"
         )
     log("------------------------------------------------------")
-    if output_prefix is not None:
+    if output_prefix is not None and os.environ.get("AIS_BENCH_DOUBLE_SUMMARY") != "none":
         summary = {
             "filesinfo": {},
             "NPU_compute_time": npu,
