@@ -437,6 +437,7 @@ def test_perf_devices_of_one_card_sum_to_the_card(tmp_path, monkeypatch):
     card = records[2]
     assert card.images_per_s == pytest.approx(records[0].images_per_s + records[1].images_per_s)
     assert card.extra["card"] == 2 and card.extra["devices"] == [0, 1]
+    assert card.extra["npu_smi_version"] == "25.2.0"  # the Duo table's header
     assert card.extra["per_device_images_per_s"]["1"] == records[1].images_per_s
     assert layout.perf_path("Ascend310P3-aoe-ais_bench").is_file()
 

@@ -405,6 +405,8 @@ def ais_perf(
             "dynamic": dynamic,
             "input": "pure inference (ais_bench without --input: zeros)",
             "npu_smi": topology,
+            # The driver's side of the record: npu-smi's `npu-smi <v> Version: <v>` header.
+            "npu_smi_version": info.version if info is not None else None,
             "tool_profile": profile.name,
             "tool_devices": dict(zip(map(str, devices), tool_ids)),
             **stamp(),
