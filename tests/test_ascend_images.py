@@ -122,6 +122,9 @@ def test_aclruntime_wheels_must_match_the_python(tmp_path: Path):
     images.check_ais_wheels(tmp_path, "3.11", {"AIS_BENCH_FIND_LINKS": "http://h/w/"})
     (wheels / "aclruntime-0.0.2-cp311-cp311-linux_aarch64.whl").write_bytes(b"")
     images.check_ais_wheels(tmp_path, "3.11", {})
+    (wheels / "aclruntime-0.0.2-cp311-cp311-linux_aarch64.whl").unlink()
+    (wheels / "aclruntime-0.0.2-py3-none-any.whl").write_bytes(b"")  # pure: any Python
+    images.check_ais_wheels(tmp_path, "3.11", {})
 
 
 class _Registry:

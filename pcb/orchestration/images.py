@@ -388,7 +388,8 @@ def check_ais_wheels(root: Path, python: str, extra_build_args: Mapping[str, str
     folder = root / AIS_WHEELS
     wheels = sorted(p.name for p in folder.glob("aclruntime-*.whl"))
     tag = f"cp{python.replace('.', '')}"
-    if wheels and not any(f"-{tag}-" in name for name in wheels):
+    # A wheel for this CPython (cp311), or a pure one (py3-none-any) that installs anywhere.
+    if wheels and not any(f"-{tag}-" in name or "-py3-none-" in name for name in wheels):
         raise PcbError(
             f"{AIS_WHEELS}/ holds aclruntime wheels for other Pythons ({', '.join(wheels)}), "
             f"none for the base's Python {python} ({tag}): add "
