@@ -62,41 +62,52 @@ def _build(
     from pcb.orchestration.images import build_images, describe
 
     client = connect()
-    # The tensorrt image's base is the one trt_image chooses (pcb/tensorrt/image_matrix.py).
-    others = [name for name in images if name != "tensorrt"]
-    extra = {name: parse_build_args(build_args) for name in images}
-    ca_bundle = resolve_ca_bundle(settings.ca_bundle)
-    results = []
-    if others:
-        results = build_images(
-            others,
-            client=client,
-            base_image=resolve_base_image(settings.base_image, client, others),
-            wheels=resolve_wheels(settings.wheels),
-            index_url=settings.index_url or None,
-            ca_bundle=ca_bundle,
-            extra_build_args=extra,
-            force=force,
-            quiet=settings.quiet,
-        )
-    if "tensorrt" in images:
-        from pcb.orchestration.images import build_image
-        from pcb.tensorrt.image_matrix import tensorrt_image
-
-        results.append(
-            build_image(
-                "tensorrt",
-                client=client,
-                base_image=tensorrt_image(settings.trt_image).reference,
-                index_url=settings.index_url or None,
-                ca_bundle=ca_bundle,
-                extra_build_args=extra["tensorrt"],
-                force=force,
-                quiet=settings.quiet,
-            )
-        )
+    results = build_images(
+        images,
+        client=client,
+        base_image=resolve_base_image(settings.base_image, client, images),
+        wheels=resolve_wheels(settings.wheels),
+        index_url=settings.index_url or None,
+        ca_bundle=resolve_ca_bundle(settings.ca_bundle),
+        extra_build_args={name: parse_build_args(build_args) for name in images},
+        vendor_bases=_vendor_bases(settings, images),
+        force=force,
+        quiet=settings.quiet,
+    )
     for result in results:
         print(describe(result))
+
+
+def _vendor_bases(settings: Settings, images: list[str]) -> dict[str, tuple[str, str | None]]:
+    """The vendor images' bases as the settings choose them: cann by CANN version and chip,
+    tensorrt by trt_image (pcb/ascend/cann_images.py, pcb/tensorrt/image_matrix.py)."""
+    from pcb.orchestration.ascend_stages import cann_base
+    from pcb.tensorrt.image_matrix import tensorrt_image
+
+    bases: dict[str, tuple[str, str | None]] = {}
+    if "cann" in images:
+        bases["cann"] = cann_base(settings)
+    if "tensorrt" in images:
+        image = tensorrt_image(settings.trt_image)
+        bases["tensorrt"] = (image.reference, image.python)
+    return bases
+
+
+def _check_bases(settings: Settings, images: list[str]) -> None:
+    """Each image's base: its registry digest where a registry answers, what is here; builds
+    nothing. Exits 1 when a digest could not be had."""
+    from pcb.orchestration.docker_executor import connect
+    from pcb.orchestration.images import check_base
+
+    client = connect()
+    failed = False
+    for name in images:
+        base = _vendor_bases(settings, [name]).get(name, (None, None))[0]
+        result = check_base(client, name, base)
+        print(result.describe())
+        failed |= result.digest is None
+    if failed:
+        raise Exit("error: a base's digest could not be had from its registry (see above)", 1)
 
 
 def _forced(calls: list[StageCall], force: bool) -> list[StageCall]:
@@ -185,6 +196,9 @@ def base_image(c, force=False):
 
 @task(
     iterable=["image", "build_arg"],
+    # Several options share first letters (--cann-image, --cann-version, --ca-bundle, --check):
+    # long options only.
+    auto_shortflags=False,
     help={
         "image": "export, runtime, cann or tensorrt; repeatable (default: export and runtime)",
         "base_image": 'export/runtime base: "auto", "offline" (debootstrap) or an image name',
@@ -193,6 +207,9 @@ def base_image(c, force=False):
         "ca_bundle": "a CA bundle for pip during the build (left in no layer)",
         "force": "rebuild even when the content tag exists",
         "build_arg": "NAME=VALUE for the Dockerfiles, repeatable (e.g. AIS_BENCH_FIND_LINKS=url)",
+        "check": "build nothing: print each image's base and its registry digest, or why none",
+        "cann_version": "the cann image's CANN version (a published 310P tag; docs/ascend.md)",
+        "cann_image": "the cann image's base, any CANN toolkit image (pcb.cann_image)",
     },
 )
 def build(
@@ -204,12 +221,24 @@ def build(
     ca_bundle=None,
     force=False,
     build_arg=None,
+    check=False,
+    cann_version=None,
+    cann_image=None,
 ):
     """Build the stage images; an image whose content tag exists is not rebuilt."""
     try:
         settings = _settings(
-            c, base_image=base_image, wheels=wheels, index_url=index_url, ca_bundle=ca_bundle
+            c,
+            base_image=base_image,
+            wheels=wheels,
+            index_url=index_url,
+            ca_bundle=ca_bundle,
+            cann_version=cann_version,
+            cann_image=cann_image,
         )
+        if check:
+            _check_bases(settings, image or ["export", "runtime"])
+            return
         _build(settings, image or ["export", "runtime"], force, tuple(build_arg or ()))
     except PcbError as error:
         raise Exit(f"error: {error}", code=1) from None

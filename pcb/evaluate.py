@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +22,13 @@ from .skipped import describe_skipped, read_skipped
 if TYPE_CHECKING:
     from .dataset import ImageRecord
 
-# Dump names for image <stem>, in the order tried: ais_bench numbers outputs from 0, the old
-# Ascend benchmark tool from 1, and our own backends may write <stem>.bin.
+# Dump names for image <stem> that our own stages and imports write: ais_bench numbers outputs
+# from 0, the old Ascend benchmark tool from 1, and our own backends may write <stem>.bin.
 DUMP_SUFFIXES = ("_0.bin", "_1.bin", ".bin")
+# Any output of a multi-output model is `<stem>_<k>.bin`: the guide's 7-output model (the
+# feature and six classifiers' scores) gives _0.._6 under ais_bench and _1.._7 under the old
+# benchmark tool. The feature is the one output of FEATURE_BYTES.
+_OUTPUT_INDEX = re.compile(r"_(\d+)\.bin$")
 
 # How many names an error message lists before giving the count of the rest.
 LISTED = 10
@@ -57,32 +63,83 @@ def resolve_dump_dir(dump_dir: Path) -> Path:
     return dump_dir
 
 
-def find_dumps(dump_dir: Path, stems: Sequence[str]) -> list[Path]:
-    """One dump path per stem, in the order of `stems`; every .bin must belong to a stem."""
+def dump_stems(name: str) -> list[str]:
+    """The image stems a dump name may belong to: `<stem>.bin`, or `<stem>_<k>.bin` (a stem
+    may itself end in digits, as Market's `_00` does, so both are candidates)."""
+    if not name.endswith(".bin"):
+        return []
+    candidates = [name[: -len(".bin")]]
+    found = _OUTPUT_INDEX.search(name)
+    if found:
+        candidates.append(name[: found.start()])
+    return candidates
+
+
+@dataclass
+class DumpMatch:
+    """One dump path per image, in the images' order, and the other outputs left aside."""
+
+    paths: list[Path]
+    ignored: list[str] = field(default_factory=list)  # other outputs of multi-output models
+
+    @property
+    def note(self) -> str:
+        if not self.ignored:
+            return ""
+        suffixes = sorted({n[n.rfind("_") :] for n in self.ignored if _OUTPUT_INDEX.search(n)})
+        return (
+            f"{len(self.ignored)} dumps of other outputs ignored ({', '.join(suffixes[:8])}): "
+            f"each image's feature is its {FEATURE_BYTES}-byte output, the others (such as the "
+            "guide's 7-output model's classifier scores) are not used"
+        )
+
+
+def match_dumps(dump_dir: Path, stems: Sequence[str]) -> DumpMatch:
+    """Each stem's dump; where an image has several outputs, the one of FEATURE_BYTES.
+
+    Every .bin must belong to a stem; an image with no dump, or with several of the feature's
+    size, is an error."""
     folder = resolve_dump_dir(dump_dir)
-    bins = {e.name for e in os.scandir(folder) if e.name.endswith(".bin") and e.is_file()}
+    wanted = set(stems)
+    by_stem: dict[str, list[os.DirEntry]] = {}
+    extra: list[str] = []
+    for entry in os.scandir(folder):
+        if not entry.is_file() or not entry.name.endswith(".bin"):
+            continue
+        owners = [stem for stem in dump_stems(entry.name) if stem in wanted]
+        if owners:
+            by_stem.setdefault(owners[0], []).append(entry)
+        else:
+            extra.append(entry.name)
     paths: list[Path] = []
     missing: list[str] = []
     ambiguous: list[str] = []
-    claimed: set[str] = set()
+    ignored: list[str] = []
     for stem in stems:
-        names = [stem + suffix for suffix in DUMP_SUFFIXES if stem + suffix in bins]
-        if not names:
+        entries = sorted(by_stem.get(stem, []), key=lambda e: e.name)
+        if not entries:
             missing.append(stem)
             continue
-        if len(names) > 1:
-            ambiguous.append(" / ".join(names))
-        claimed.update(names)
-        paths.append(folder / names[0])
-    extra = sorted(bins - claimed)
-
+        if len(entries) == 1:
+            paths.append(Path(entries[0].path))  # its size is checked when it is read
+            continue
+        features = [e for e in entries if e.stat().st_size == FEATURE_BYTES]
+        if len(features) == 1:
+            paths.append(Path(features[0].path))
+            ignored += [e.name for e in entries if e is not features[0]]
+            continue
+        if features:
+            ambiguous.append(" / ".join(e.name for e in features))
+        else:
+            sizes = ", ".join(f"{e.name} ({e.stat().st_size} bytes)" for e in entries)
+            ambiguous.append(f"{sizes}: none of {FEATURE_BYTES} bytes")
     problems = []
     if missing:
         problems.append(
             f"images with no dump <stem>_0.bin, <stem>_1.bin or <stem>.bin {_listing(missing)}"
         )
     if extra:
-        problems.append(f"dumps that match no image {_listing(extra)}")
+        problems.append(f"dumps that match no image {_listing(sorted(extra))}")
     if ambiguous:
         problems.append(f"images with more than one dump {_listing(ambiguous)}")
     if problems:
@@ -92,16 +149,27 @@ def find_dumps(dump_dir: Path, stems: Sequence[str]) -> list[Path]:
             + ". Re-run `python -m pcb infer` into an empty folder for this run, or point "
             "--dumps at the folder holding this dataset's query/ and gallery/ dumps"
         )
-    return paths
+    return DumpMatch(paths, ignored)
 
 
-def load_features(dump_dir: Path, records: Sequence[ImageRecord]) -> np.ndarray:
+def find_dumps(dump_dir: Path, stems: Sequence[str]) -> list[Path]:
+    """One dump path per stem, in the order of `stems` (see match_dumps)."""
+    return match_dumps(dump_dir, stems).paths
+
+
+def load_features(
+    dump_dir: Path, records: Sequence[ImageRecord], notes: list[str] | None = None
+) -> np.ndarray:
     """(len(records) x 12288) float32 features, row i read from the dump of records[i].
 
     Each dump is one image's raw float32 output (2048 x 6 x 1), FEATURE_BYTES long.
-    Non-.bin files (ais_bench's *_summary.json) are ignored.
+    Non-.bin files (ais_bench's *_summary.json) are ignored; so are an image's other outputs
+    beside its feature, which `notes` (when given) is told about.
     """
-    paths = find_dumps(dump_dir, [record.stem for record in records])
+    match = match_dumps(dump_dir, [record.stem for record in records])
+    if notes is not None and match.note:
+        notes.append(match.note)
+    paths = match.paths
     sizes = [(path, path.stat().st_size) for path in paths]
     wrong = [f"{path.name} ({size} bytes)" for path, size in sizes if size != FEATURE_BYTES]
     if wrong:
@@ -210,7 +278,8 @@ def evaluate_run(
                 "nothing left to evaluate; re-download or re-unpack the dataset"
             )
     dump_root = Path(dumps) if dumps is not None else layout.dumps_dir(backend, "query").parent
-    features = {split: load_features(dump_root / split, records[split]) for split in SPLITS}
+    notes: list[str] = []
+    features = {split: load_features(dump_root / split, records[split], notes) for split in SPLITS}
 
     result = evaluate_features(
         features["query"],
@@ -234,6 +303,7 @@ def evaluate_run(
         "dumps": str(dump_root),
         "backend_version": _backend_version(dump_root),
         "skipped_images": left_out,
+        "dump_notes": notes,
         **stamp(),
     }
     atomic_write_json(layout.eval_path(backend), summary)
@@ -242,8 +312,8 @@ def evaluate_run(
         f"{summary['num_gallery']} gallery images"
     )
     print(format_summary(summary))
-    note = describe_skipped(left_out)
-    if note:
-        print(f"note: {note}")
+    for note in [*notes, describe_skipped(left_out)]:
+        if note:
+            print(f"note: {note}")
     print(f"written {layout.eval_path(backend)} (AP: {AP_VARIANT})")
     return summary

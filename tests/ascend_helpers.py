@@ -13,12 +13,20 @@ from tiny_model import make_tiny_model
 from pcb.layout import RunLayout
 
 TESTS = Path(__file__).resolve().parent
-FIXTURES = TESTS / "fixtures" / "ascend"
+REAL = TESTS / "fixtures" / "real"
 DOUBLES = TESTS / "doubles" / "ascend"
 
 
+def fixture_path(name: str) -> Path:
+    """A real tool output by file name, from whichever tests/fixtures/real/<tool>/ holds it."""
+    found = sorted(REAL.glob(f"*/{name}"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"fixture {name}: {len(found)} matches under {REAL}")
+    return found[0]
+
+
 def fixture_text(name: str) -> str:
-    return (FIXTURES / name).read_text(encoding="utf-8")
+    return fixture_path(name).read_text(encoding="utf-8")
 
 
 def use_doubles(monkeypatch: pytest.MonkeyPatch, table: str = "npu_smi_310P3_duo.txt") -> None:
@@ -29,7 +37,12 @@ def use_doubles(monkeypatch: pytest.MonkeyPatch, table: str = "npu_smi_310P3_duo
     monkeypatch.setenv("PATH", f"{DOUBLES / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("PYTHONPATH", str(DOUBLES / "python"))
     monkeypatch.setenv("PCB_DOUBLE_PYTHON", sys.executable)
-    monkeypatch.setenv("NPU_SMI_DOUBLE_TABLE", str(FIXTURES / table))
+    monkeypatch.setenv("NPU_SMI_DOUBLE_TABLE", str(fixture_path(table)))
+    monkeypatch.setenv("ASCEND_TOOLKIT_HOME", str(DOUBLES))
+    monkeypatch.delenv("PCB_NPU_CONTAINER_DEVICES", raising=False)
+    monkeypatch.delenv("AIS_BENCH_DOUBLE_LEGACY", raising=False)
+    monkeypatch.delenv("AIS_BENCH_DOUBLE_SUMMARY", raising=False)
+    monkeypatch.delenv("PCB_DOUBLE_CHIPS", raising=False)
     monkeypatch.delenv("ATC_DOUBLE_FAIL", raising=False)
     monkeypatch.delenv("AIS_BENCH_DOUBLE_PER_BATCH", raising=False)
     monkeypatch.delenv("PCB_DOUBLE_CHECK_DEVICES", raising=False)

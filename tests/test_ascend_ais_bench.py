@@ -5,18 +5,27 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from ascend_helpers import fixture_text, make_run, stems, use_doubles
+from ascend_helpers import REAL, fixture_text, make_run, stems, use_doubles
 from tiny_model import make_tiny_model
 
 from pcb.ascend.ais_bench import (
+    DEFAULT_PROFILE,
     ais_bench_command,
-    cross_check,
+    help_options,
     natural_sort,
     output_name,
+    profile_from_options,
+    read_profile,
+)
+from pcb.ascend.ais_bench_output import (
+    cross_check,
+    find_run_files,
+    parse_multi_device,
     parse_printed_summary,
     parse_summary_json,
 )
@@ -30,7 +39,11 @@ from pcb.perf import read_perf_records
 
 ort = pytest.importorskip("onnxruntime")
 
-# ---- command line ------------------------------------------------------------------------------
+# ---- versions and the command line ----------------------------------------------------------
+
+VERSIONS = json.loads((REAL / "ais_bench" / "flags_by_version.json").read_text())["versions"]
+RETINA = "ais_infer_2022_08_retinaface_310P3_bs16.txt"
+RETINA_JSON = "ais_infer_2022_08_retinaface_310P3_bs16_summary_assembled.json"
 
 
 def test_inference_command():
@@ -39,7 +52,7 @@ def test_inference_command():
         input_dir="bins/query",
         output="out",
         batch_size=16,
-        device=2,
+        devices=[2],
         display_all_summary=True,
     ) == [
         "python3", "-m", "ais_bench", "--model", "om/pcb_bs16.om", "--input", "bins/query",
@@ -54,7 +67,7 @@ def test_pure_inference_command_with_every_timing_option():
         output="o",
         outfmt="NPY",
         batch_size=8,
-        device=1,
+        devices=[1, 3],
         loop=100,
         warmup=5,
         dym_batch=8,
@@ -62,7 +75,7 @@ def test_pure_inference_command_with_every_timing_option():
     )
     assert command == [
         "/opt/venv/bin/python", "-m", "ais_bench", "--model", "pcb_dynamic.om", "--output", "o",
-        "--outfmt", "NPY", "--batchsize", "8", "--device", "1", "--loop", "100",
+        "--outfmt", "NPY", "--batchsize", "8", "--device", "1,3", "--loop", "100",
         "--warmup_count", "5", "--dymBatch", "8",
     ]  # fmt: skip
     assert ais_bench_command("m.om") == ["python3", "-m", "ais_bench", "--model", "m.om",
@@ -71,11 +84,74 @@ def test_pure_inference_command_with_every_timing_option():
         ais_bench_command("m.om", outfmt="PNG")
 
 
-# ---- the two summaries -------------------------------------------------------------------------
+def _commands(profile):
+    """Every command the stages build for one batch size: inference, timing on one and on
+    several devices (where the version has the multi-device mode)."""
+    single = ais_bench_command(
+        "m.om", input_dir="b", output="o", batch_size=4, devices=[0], dym_batch=4,
+        display_all_summary=True, profile=profile,
+    )  # fmt: skip
+    timing = ais_bench_command(
+        "m.om", output="o", batch_size=4, devices=[1], loop=10, warmup=2,
+        display_all_summary=True, profile=profile,
+    )  # fmt: skip
+    commands = [single, timing]
+    if profile.multi_device:
+        commands.append(
+            ais_bench_command(
+                "m.om", output="o", batch_size=4, devices=[0, 1], loop=10, warmup=2, profile=profile
+            )  # fmt: skip
+        )
+    return commands
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=lambda v: v["version"])
+def test_commands_use_only_the_options_of_each_version(version):
+    """Per version read from the tool's source: supported ones get commands whose every
+    option that version has; the others are refused, naming the version, before any run."""
+    options = frozenset(version["options"])
+    if version["expected"] == "unsupported":
+        with pytest.raises(PcbError) as error:
+            profile_from_options(options)
+        message = str(error.value)
+        assert "ais_infer from before 2022-11" in message or "msit benchmark" in message
+        return
+    profile = profile_from_options(options)
+    assert profile.multi_device == (version["expected"] == "multi-device")
+    for command in _commands(profile):
+        used = {arg for arg in command if arg.startswith("--")}
+        assert used <= options, (version["version"], sorted(used - options))
+    if not profile.multi_device:
+        with pytest.raises(PcbError, match="one device per process"):
+            ais_bench_command("m.om", devices=[0, 1], profile=profile)
+
+
+def test_the_default_profile_is_the_newest_version_read():
+    newest = frozenset(VERSIONS[-2]["options"])  # ais_bench 2025-12 (the last is msit's)
+    assert DEFAULT_PROFILE.options <= newest and DEFAULT_PROFILE.multi_device
+    assert help_options("  --model MODEL, -m MODEL  path\n  --device DEVICE\n") == {
+        "--model",
+        "--device",
+    }
+
+
+def test_installed_version_is_read_from_its_help(monkeypatch):
+    use_doubles(monkeypatch)
+    profile = read_profile(sys.executable)
+    assert profile.multi_device and profile.name == "ais_bench 0.0.0+double (2023-06 or later)"
+    monkeypatch.setenv("AIS_BENCH_DOUBLE_LEGACY", "1")
+    with pytest.raises(PcbError, match=r"ais_infer from before 2022-11 .* import-results"):
+        read_profile(sys.executable)
+    monkeypatch.setenv("PYTHONPATH", "/nonexistent")
+    with pytest.raises(PcbError, match=r"-m ais_bench --help` failed .* not installed"):
+        read_profile(sys.executable)
+
+
+# ---- the printed summaries and the summary JSON ------------------------------------------------
 
 
 def test_printed_summary_with_h2d_and_d2h():
-    summary = parse_printed_summary(fixture_text("ais_bench_310P3_bs16_all.txt"))
+    summary = parse_printed_summary(fixture_text(RETINA))
     assert summary.throughput == pytest.approx(1503.6005924204671)
     assert summary.batch_size == 16
     assert summary.npu_compute.mean == pytest.approx(10.64112376694632)
@@ -86,7 +162,7 @@ def test_printed_summary_with_h2d_and_d2h():
 
 
 def test_printed_summary_of_a_whole_run():
-    summary = parse_printed_summary(fixture_text("ais_bench_resnet50_bs1.txt"))
+    summary = parse_printed_summary(fixture_text("msit_benchmark_resnet50_bs1.txt"))
     assert summary.throughput == pytest.approx(407.16610891670894)
     assert summary.batch_size == 1 and summary.h2d is None and summary.d2h is None
     latency = summary.npu_compute.latency()
@@ -94,8 +170,28 @@ def test_printed_summary_of_a_whole_run():
 
 
 def test_printed_summary_takes_the_last_block():
-    text = fixture_text("ais_bench_resnet50_bs1.txt") + fixture_text("ais_bench_310P3_bs16_all.txt")
+    text = fixture_text("msit_benchmark_resnet50_bs1.txt") + fixture_text(RETINA)
     assert parse_printed_summary(text).batch_size == 16
+
+
+def test_pipeline_summary_holds_the_mean_only():
+    # No real output of `--pipeline 1 --threads N` was found; this line is built from the
+    # format string of its summary.py (Ascend/tools history, 2025-12: display()).
+    text = (
+        "[INFO] -----------------Performance Summary------------------\n"
+        "[INFO] NPU_compute_time (ms): mean = 2.5\n"
+        "[INFO] throughput 1000*batchsize.mean(4)/NPU_compute_time.mean(2.5): 1600.0\n"
+    )
+    summary = parse_printed_summary(text)
+    assert summary.npu_compute.mean_only and summary.throughput == 1600.0
+    assert summary.npu_compute.latency().p99_ms == 2.5
+    from_json = parse_summary_json(
+        {"NPU_compute_time": {"mean": 2.5, "count": 40}, "throughput": 1600.0}
+    )
+    assert from_json.npu_compute.count == 40 and from_json.to_dict()["NPU_compute_time"] == {
+        "mean": 2.5,
+        "count": 40,
+    }
 
 
 def test_no_printed_summary():
@@ -104,27 +200,36 @@ def test_no_printed_summary():
 
 
 def test_summary_json_and_cross_check():
-    printed = parse_printed_summary(fixture_text("ais_bench_310P3_bs16_all.txt"))
-    from_json = parse_summary_json(json.loads(fixture_text("ais_bench_310P3_bs16_summary.json")))
+    printed = parse_printed_summary(fixture_text(RETINA))
+    from_json = parse_summary_json(json.loads(fixture_text(RETINA_JSON)))
     assert from_json.npu_compute.count == 1000
     assert from_json.to_dict()["D2H_latency"]["percentile(99%)"] == pytest.approx(32.75656223297119)
     assert cross_check(printed, from_json, 16) == pytest.approx(1503.6005924204671)
 
 
 def test_cross_check_refuses_two_different_runs():
-    printed = parse_printed_summary(fixture_text("ais_bench_310P3_bs16_all.txt"))
-    payload = json.loads(fixture_text("ais_bench_310P3_bs16_summary.json"))
+    printed = parse_printed_summary(fixture_text(RETINA))
+    payload = json.loads(fixture_text(RETINA_JSON))
     payload["throughput"] *= 1.5
     with pytest.raises(PcbError, match=r"printed throughput 1503.6 vs JSON throughput 2255.4 "):
         cross_check(printed, parse_summary_json(payload), 16)
     # Within tolerance: the same run, rounded differently.
-    payload = json.loads(fixture_text("ais_bench_310P3_bs16_summary.json"))
+    payload = json.loads(fixture_text(RETINA_JSON))
     payload["throughput"] = round(payload["throughput"], 1)
     cross_check(printed, parse_summary_json(payload), 16)
     # --batchsize that is not the model's: ais_bench's own formula gives it away
     with pytest.raises(PcbError, match=r"1000 x 8 / JSON mean"):
-        cross_check(printed, parse_summary_json(json.loads(
-            fixture_text("ais_bench_310P3_bs16_summary.json"))), 8)  # fmt: skip
+        cross_check(printed, parse_summary_json(json.loads(fixture_text(RETINA_JSON))), 8)
+
+
+def test_multi_device_sum_must_be_the_devices_sum():
+    text = fixture_text("ais_bench_2023_07_dbnet_2_devices.txt")
+    cut = "\n".join(line for line in text.splitlines() if "i:0 " not in line)
+    with pytest.raises(PcbError, match="not the sum of its devices"):
+        parse_multi_device(cut)
+    no_total = "\n".join(line for line in text.splitlines() if "summary throughput" not in line)
+    found = parse_multi_device(no_total)
+    assert not found.total_printed and found.total == pytest.approx(449.19304927470046)
 
 
 @pytest.mark.parametrize(
@@ -134,6 +239,19 @@ def test_cross_check_refuses_two_different_runs():
 def test_not_a_summary_json(payload):
     with pytest.raises(PcbError, match="ais_bench summary"):
         parse_summary_json(payload)
+
+
+def test_summary_file_beside_or_inside_the_output_folder(tmp_path: Path):
+    beside = tmp_path / "a"
+    (beside / "2024_01_01-00_00_00").mkdir(parents=True)
+    (beside / "2024_01_01-00_00_00_summary.json").write_text("{}")
+    assert find_run_files(beside).summary.name == "2024_01_01-00_00_00_summary.json"
+    inside = tmp_path / "b"
+    (inside / "2022_07_09-18_23_06").mkdir(parents=True)
+    (inside / "2022_07_09-18_23_06" / "sumary.json").write_text("{}")  # ais_infer, 2022
+    assert find_run_files(inside).summary == inside / "2022_07_09-18_23_06" / "sumary.json"
+    (inside / "2022_07_09-18_23_06" / "sumary.json").unlink()
+    assert find_run_files(inside).summary is None  # the printed summary is then all there is
 
 
 def test_natural_order_and_output_names():
@@ -319,6 +437,7 @@ def test_perf_devices_of_one_card_sum_to_the_card(tmp_path, monkeypatch):
     card = records[2]
     assert card.images_per_s == pytest.approx(records[0].images_per_s + records[1].images_per_s)
     assert card.extra["card"] == 2 and card.extra["devices"] == [0, 1]
+    assert card.extra["npu_smi_version"] == "25.2.0"  # the Duo table's header
     assert card.extra["per_device_images_per_s"]["1"] == records[1].images_per_s
     assert layout.perf_path("Ascend310P3-aoe-ais_bench").is_file()
 
@@ -340,3 +459,94 @@ def test_perf_failure_names_the_device(tmp_path, monkeypatch):
     convert_models(layout, "310P3", [1], quiet=True)
     with pytest.raises(PcbError, match=r"ais_bench on device 3 failed .* open device 3 failed"):
         ais_perf(layout, "310P3", [1], devices=[3], loop=1, warmup=0, quiet=True)
+
+
+# ---- versions, summary places and device ids, through the stages ------------------------------
+
+
+def test_infer_reads_ais_infer_sumary_inside_its_folder(tmp_path, monkeypatch):
+    use_doubles(monkeypatch)
+    monkeypatch.setenv("AIS_BENCH_DOUBLE_SUMMARY", "inside")  # 2022: <ts>/sumary.json
+    layout = make_run(tmp_path / "run", {"query": 3, "gallery": 2})
+    convert_models(layout, "310P3", [2], quiet=True)
+    assert ais_infer(layout, "310P3", batch_size=2, quiet=True) == {"query": 3, "gallery": 2}
+    record = read_json(layout.dumps_dir("Ascend310P3-ais_bench", "query").parent / "query.json")
+    assert record["summary"]["throughput"] > 0
+    names = os.listdir(layout.dumps_dir("Ascend310P3-ais_bench", "query"))
+    assert sorted(names) == sorted(f"{s}_0.bin" for s in stems("query", 3))
+
+
+def test_unsupported_version_is_named_before_anything_runs(tmp_path, monkeypatch):
+    use_doubles(monkeypatch)
+    monkeypatch.setenv("AIS_BENCH_DOUBLE_LEGACY", "1")
+    layout = make_run(tmp_path / "run", {"query": 1, "gallery": 1})
+    convert_models(layout, "310P3", [1], quiet=True)
+    with pytest.raises(PcbError, match="ais_infer from before 2022-11"):
+        ais_infer(layout, "310P3", batch_size=1, quiet=True)
+    with pytest.raises(PcbError, match="ais_infer from before 2022-11"):
+        ais_perf(layout, "310P3", [1], devices=[0], loop=1, warmup=0, quiet=True)
+    assert not (layout.root / "dumps").exists() and not (layout.root / "logs" / "perf").exists()
+
+
+def test_container_device_ids_are_positions(tmp_path, monkeypatch):
+    """A container given host devices 3 and 5 sees two chips, 0 and 1 (visible.py): the tool
+    gets the position, the records keep the host id."""
+    use_doubles(monkeypatch)
+    monkeypatch.setenv("PCB_DOUBLE_CHIPS", "2")
+    layout = make_run(tmp_path / "run", {"query": 2, "gallery": 1})
+    convert_models(layout, "310P3", [1], quiet=True)
+    with pytest.raises(PcbError, match="open device 5 failed"):  # the host id, unmapped
+        ais_infer(layout, "310P3", batch_size=1, device=5, quiet=True)
+    monkeypatch.setenv("PCB_NPU_CONTAINER_DEVICES", "3,5")
+    ais_infer(layout, "310P3", batch_size=1, device=5, quiet=True)
+    record = read_json(layout.dumps_dir("Ascend310P3-ais_bench", "query").parent / "query.json")
+    assert record["device"] == 5 and record["tool_device"] == 1
+    assert "--device" in record["command"]
+    assert record["command"][record["command"].index("--device") + 1] == "1"
+    records = ais_perf(layout, "310P3", [1], devices=[3, 5], loop=2, warmup=0, quiet=True)
+    assert [r.platform for r in records] == [
+        "Ascend310P3-dev3",
+        "Ascend310P3-dev5",
+        "Ascend310P3",
+    ]
+    assert records[-1].extra["tool_devices"] == {"3": 0, "5": 1}
+    with pytest.raises(PcbError, match=r"NPU device\(s\) \[4\] are not in this container"):
+        ais_perf(layout, "310P3", [1], devices=[4], loop=1, warmup=0, quiet=True)
+
+
+def test_multi_device_mode_reads_the_summed_throughput(tmp_path, monkeypatch, capsys):
+    use_doubles(monkeypatch)
+    layout = make_run(tmp_path / "run", {"query": 1})
+    convert_models(layout, "310P3", [2], quiet=True)
+    records = ais_perf(layout, "310P3", [2], devices=[0, 1], loop=3, warmup=0)
+    out = capsys.readouterr().out
+    assert out.count("==> ") == 1 and "--device 0,1" in out  # one ais_bench for both
+    card = records[-1]
+    assert card.extra["summed_by"].startswith("ais_bench's multi-device mode")
+    assert "summary throughput:" in Path(records[0].extra["log"]).read_text()
+    assert card.images_per_s == pytest.approx(sum(r.images_per_s for r in records[:2]))
+
+
+def test_before_the_multi_device_mode_one_process_per_device(tmp_path, monkeypatch, capsys):
+    use_doubles(monkeypatch)
+    monkeypatch.setenv("AIS_BENCH_DOUBLE_LEGACY", "2022-11")
+    layout = make_run(tmp_path / "run", {"query": 1})
+    convert_models(layout, "310P3", [2], quiet=True)
+    records = ais_perf(layout, "310P3", [2], devices=[0, 1], loop=3, warmup=0)
+    out = capsys.readouterr().out
+    assert out.count("==> device ") == 2 and "--device 0,1" not in out
+    assert records[-1].extra["summed_by"].startswith("one ais_bench per chip")
+    assert records[-1].extra["tool_profile"] == "ais_bench 0.0.0+double (2022-11 to 2023-06)"
+
+
+def test_without_a_summary_json_the_printed_summary_is_read(tmp_path, monkeypatch):
+    use_doubles(monkeypatch)
+    monkeypatch.setenv("AIS_BENCH_DOUBLE_SUMMARY", "none")
+    layout = make_run(tmp_path / "run", {"query": 2, "gallery": 1})
+    convert_models(layout, "310P3", [1], quiet=True)
+    ais_infer(layout, "310P3", batch_size=1, quiet=True)
+    record = read_json(layout.dumps_dir("Ascend310P3-ais_bench", "query").parent / "query.json")
+    assert record["summary_source"].startswith("printed summary only")
+    [perf] = ais_perf(layout, "310P3", [1], devices=[0], loop=4, warmup=0, quiet=True)
+    assert perf.extra["source"].startswith("printed summary only")
+    assert perf.images_per_s == pytest.approx(1000 / perf.latency.mean_ms)

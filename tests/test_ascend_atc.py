@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from ascend_helpers import fixture_text, make_run, use_doubles
+from ascend_helpers import DOUBLES, fixture_text, make_run, use_doubles
 from tiny_model import make_tiny_model
 
 from pcb.ascend.atc import (
@@ -247,6 +247,12 @@ def test_forced_opset_failure(tmp_path, monkeypatch):
 def test_missing_atc_and_onnx(tmp_path, monkeypatch):
     layout = make_run(tmp_path / "run", {"query": 1})
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("ASCEND_TOOLKIT_HOME", raising=False)
+    monkeypatch.delenv("ASCEND_HOME_PATH", raising=False)
+    # No toolkit at all: named before anything runs.
+    with pytest.raises(PcbError, match=r"no CANN toolkit install record .* set_env.sh"):
+        convert_models(layout, "310P3", [1], quiet=True)
+    monkeypatch.setenv("ASCEND_TOOLKIT_HOME", str(DOUBLES))
     with pytest.raises(PcbError, match=r"atc not found on the PATH: .* cann image"):
         convert_models(layout, "310P3", [1], quiet=True)
     layout.onnx_path.unlink()

@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ascend_helpers import DOUBLES, FIXTURES
+from ascend_helpers import DOUBLES, fixture_path
 
 from pcb.errors import PcbError
 from pcb.orchestration import docker_executor
@@ -74,7 +74,7 @@ def _context() -> dict[str, tuple[bytes, int]]:
                 path.read_bytes(),
                 mode,
             )
-    files[f"ascend-doubles/{TABLE}"] = ((FIXTURES / TABLE).read_bytes(), 0o644)
+    files[f"ascend-doubles/{TABLE}"] = (fixture_path(TABLE).read_bytes(), 0o644)
     files["with-cann"] = ((PROJECT / "docker" / "cann" / "with-cann").read_bytes(), 0o755)
     return files
 

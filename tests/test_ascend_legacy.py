@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ascend_helpers import FIXTURES, fixture_text, make_run, stems
+from ascend_helpers import fixture_path, fixture_text, make_run, stems
 
 from pcb.ascend.benchmark_legacy import parse_benchmark_perf, parse_perf_file_name
 from pcb.ascend.import_results import has_dump_folders, import_results
@@ -19,7 +19,7 @@ from pcb.errors import PcbError
 from pcb.evaluate import load_features
 from pcb.perf import read_perf_records
 
-GUIDE_PERF = "benchmark_guide_7_1_perf_vision_batchsize_1_device_0.txt"
+GUIDE_PERF = "guide_query_perf_vision_batchsize_1_device_0.txt.txt"
 
 
 def test_the_guides_section_7_1():
@@ -34,7 +34,9 @@ def test_the_guides_section_7_1():
 
 
 def test_not_a_perf_file():
-    with pytest.raises(PcbError, match=r"no `\[infer\] ... Interface throughputRate: N` line"):
+    with pytest.raises(
+        PcbError, match=r"no `\[infer\]` / `\[inference\] ... Interface throughputRate"
+    ):
         parse_benchmark_perf("[e2e] throughputRate: 1.0, latency: 2.0\n", "x.txt")
     with pytest.raises(PcbError, match="chips per card must be positive"):
         parse_benchmark_perf(fixture_text(GUIDE_PERF)).card_rate(0)
@@ -158,7 +160,7 @@ def test_nothing_to_import_and_wrong_sizes(tmp_path: Path, capsys):
     broken = tmp_path / "broken" / "dumpOutput_device0_query"
     broken.mkdir(parents=True)
     (broken / "0001_c1s1_000000_00_1.bin").write_bytes(b"\0" * 100)
-    with pytest.raises(PcbError, match=r"1 query dumps are not 49152 bytes"):
+    with pytest.raises(PcbError, match=r"1 query images have no single dump of 49152 bytes"):
         import_results(broken.parent, layout)
     with pytest.raises(PcbError, match="results folder .* not found"):
         import_results(tmp_path / "absent", layout)
@@ -168,7 +170,7 @@ def test_cli_imports_the_guides_numbers(tmp_path: Path, capsys):
     source = tmp_path / "byhand"
     source.mkdir()
     (source / "perf_vision_batchsize_1_device_0.txt").write_text(
-        (FIXTURES / GUIDE_PERF).read_text()
+        fixture_path(GUIDE_PERF).read_text()
     )
     run = tmp_path / "run"
     assert main(["import-results", "--from", str(source), "--run", str(run), "--chip", "310"]) == 0

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from ascend_helpers import DOUBLES, FIXTURES, use_doubles
+from ascend_helpers import DOUBLES, REAL, use_doubles
 
 from pcb.cli import build_parser
 from pcb.errors import PcbError
@@ -28,7 +28,7 @@ from pcb.orchestration.plan import (
     resolve_auto_chip,
 )
 from pcb.orchestration.settings import settings_from_config
-from pcb.orchestration.spec import NPU_DCMI, NPU_DRIVER
+from pcb.orchestration.spec import NPU_DCMI, NPU_DRIVER, NPU_INSTALL_INFO
 from pcb.orchestration.stage import run_local
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -188,6 +188,14 @@ def test_cann_specs(tmp_path: Path):
     assert (NPU_DRIVER, NPU_DRIVER, True) in mounts and (NPU_DCMI, NPU_DCMI, True) in mounts
     assert ("/usr/local/sbin/npu-smi", "/usr/local/bin/npu-smi", True) in mounts
     assert perf.environment["ASCEND_PROCESS_LOG_PATH"] == "/tmp/ascend-log"
+    assert perf.environment["PCB_NPU_CONTAINER_DEVICES"] == "0,1"
+    assert NPU_INSTALL_INFO not in {m.target for m in perf.mounts}  # absent on this host
+    (host / NPU_INSTALL_INFO.lstrip("/")).parent.mkdir(parents=True)
+    (host / NPU_INSTALL_INFO.lstrip("/")).touch()
+    again = container_spec(calls[("perf", "cann")], host_root=host, uid=1000, gid=1000, **kwargs)
+    assert (NPU_INSTALL_INFO, NPU_INSTALL_INFO, True) in {
+        (m.source, m.target, m.read_only) for m in again.mounts
+    }
     assert perf.network == "none" and perf.user == "1000:1000"
     assert perf.command[:3] == ("perf", "--run", "/results/market")
     infer = container_spec(calls[("infer", "cann")], host_root=host, **kwargs)
@@ -214,10 +222,27 @@ def test_describe_plan_on_a_host_without_npu(tmp_path: Path):
         f"--model={tmp_path}" not in atc[0] and "--model=/results/market/model/pcb.onnx" in atc[0]
     )
     ais = [line for line in lines if "-m ais_bench" in line]
-    assert len(ais) == 2 + 2 * 2  # 2 splits; 2 batch sizes x 2 devices
-    assert "--input /results/market/bins/query" in ais[0] and "--device 1" in ais[-1]
+    assert len(ais) == 2 + 2  # 2 splits; 2 batch sizes, both devices in one multi-device run
+    assert "--input /results/market/bins/query" in ais[0] and "--device 0,1 " in ais[-1]
+    assert "(ais_bench options of ais_bench 0.0.2 (2023-06 or later" in text
     assert lines[-1].startswith("dry run: nothing ran. This host lacks what the NPU stages need")
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
+
+
+def test_plan_gives_ais_bench_the_chips_positions_in_the_container(tmp_path: Path):
+    """Host devices 2 and 3 are the container's chips 0 and 1; on the host, 2 and 3."""
+    settings = chip_settings(devices="2,3", results_dir=str(tmp_path / "results"))
+    calls = [c for c in full_pipeline(settings) if c.image == "cann" and c.npu_devices]
+    lines = describe_plan(calls, settings, host_root=tmp_path)
+    text = "\n".join(lines)
+    assert "--device /dev/davinci2 --device /dev/davinci3" in text
+    assert "-e PCB_NPU_CONTAINER_DEVICES=2,3" in text
+    ais = [line for line in lines if "-m ais_bench" in line]
+    assert "--device 0 " in ais[0] and all("--device 0,1 " in line for line in ais[2:])
+    local = replace(settings, executor="local")
+    lines = describe_plan(calls, local, host_root=tmp_path)
+    ais = [line for line in lines if "-m ais_bench" in line]
+    assert "--device 2 " in ais[0] and "--device 2,3 " in ais[-1]
 
 
 def test_local_plan_and_auto_placeholder(tmp_path: Path):
@@ -326,7 +351,7 @@ def test_chip_pipeline_end_to_end_on_this_host(tmp_path: Path, monkeypatch):
     assert throughput["Ascend310P3"]["class"] == "NPU"
     assert throughput["Ascend310P3"]["scope"] == "card"  # devices 0 and 1: the Duo's two chips
     assert set(throughput) >= {"Ascend310P3-dev0", "Ascend310P3-dev1", "Ascend310P3"}
-    assert FIXTURES.is_dir()
+    assert REAL.is_dir()
 
 
 # ---- the command line --------------------------------------------------------------------------

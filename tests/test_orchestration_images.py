@@ -35,26 +35,32 @@ def open_context(name: str, root: Path, ca_bundle: Path | None = None) -> tarfil
 
 
 def test_every_image_has_its_files():
-    for name in images.IMAGES:
+    for name, image in images.IMAGES.items():
         folder = ROOT / "docker" / name
         assert (folder / "Dockerfile").is_file()
         assert (folder / "requirements.in").is_file()
-        lock = (folder / "requirements.lock").read_text()
-        # every pin carries hashes
-        pins = re.findall(r"^([A-Za-z0-9_.\-]+)==", lock, flags=re.M)
-        assert pins and lock.count("==") == len(pins)
-        for block in re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 2)[2]):
-            if "==" in block:
-                assert "--hash=sha256:" in block, block
-        # every direct dependency is pinned: the lock is not older than requirements.in
-        wanted = (folder / "requirements.in").read_text()
-        pinned = {pin.lower().replace("_", "-") for pin in pins}
-        for line in wanted.splitlines():
-            line = line.split("#")[0].strip()
-            if line:
-                requirement = re.split(r"[<>=!~\[; ]", line)[0].lower().replace("_", "-")
-                assert requirement in pinned, (name, requirement)
+        for python in image.pythons or (None,):
+            check_lock(folder, ROOT / image.lock_file(python))
     assert "torch==2.13.0+cpu" in (ROOT / "docker/export/requirements.lock").read_text()
+
+
+def check_lock(folder: Path, path: Path) -> None:
+    """A lock whose every pin carries hashes and pins every direct dependency."""
+    lock = path.read_text()
+    # every pin carries hashes
+    pins = re.findall(r"^([A-Za-z0-9_.\-]+)==", lock, flags=re.M)
+    assert pins and lock.count("==") == len(pins)
+    for block in re.split(r"\n(?=[A-Za-z0-9])", lock.split("\n", 2)[2]):
+        if "==" in block:
+            assert "--hash=sha256:" in block, block
+    # every direct dependency is pinned: the lock is not older than requirements.in
+    wanted = (folder / "requirements.in").read_text()
+    pinned = {pin.lower().replace("_", "-") for pin in pins}
+    for line in wanted.splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            requirement = re.split(r"[<>=!~\[; ]", line)[0].lower().replace("_", "-")
+            assert requirement in pinned, (path, requirement)
 
 
 def test_dockerfiles_use_the_build_arguments():
@@ -74,7 +80,7 @@ def test_dockerfiles_use_the_build_arguments():
 
 def test_default_bases_are_pinned():
     assert "@sha256:" in images.IMAGES["runtime"].default_base
-    assert images.IMAGES["cann"].default_base.startswith("ascendai/cann:8.0.rc1-310p-ubuntu22.04")
+    assert images.IMAGES["cann"].default_base == "ascendai/cann:8.5.2-310p-ubuntu22.04-py3.11"
     assert images.IMAGES["tensorrt"].default_base == "nvcr.io/nvidia/tensorrt:24.05-py3"
     for name, image in images.IMAGES.items():
         text = (ROOT / "docker" / name / "Dockerfile").read_text()
@@ -174,7 +180,9 @@ def test_lock_commands():
     export = images.lock_command("export", find_links=["/opt/wheels"])
     assert export[export.index("--find-links") + 1] == "/opt/wheels"
     assert images.lock_command("export")[-3] == images.TORCH_CPU_FIND_LINKS
-    assert "3.9" in images.lock_command("cann") and "3.10" in images.lock_command("tensorrt")
+    assert images.lock_command("cann")[-1] == "docker/cann/requirements-py311.lock"
+    assert "3.12" in images.lock_command("cann", python="3.12")
+    assert "3.10" in images.lock_command("tensorrt")
     assert images.lock_command("build-tools")[3] == "docker/build-tools.in"
 
 

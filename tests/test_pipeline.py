@@ -62,8 +62,20 @@ def test_stage_arguments():
     perf = stage_call("perf", settings)
     assert perf.image == "runtime"
     assert perf.argv() == [
-        "perf", "--run", "results/market", "--backend", "onnxruntime", "--batch-sizes", "1,8",
-        "--warmup", "1", "--iterations", "3", "--threads", "0", "--quiet",
+        "perf",
+        "--run",
+        "results/market",
+        "--backend",
+        "onnxruntime",
+        "--batch-sizes",
+        "1,8",
+        "--warmup",
+        "1",
+        "--iterations",
+        "3",
+        "--threads",
+        "0",
+        "--quiet",
     ]
     export = stage_call("export", settings)
     assert export.image == "export"

@@ -27,7 +27,10 @@ def test_every_invoke_task_named_exists():
     spec = importlib.util.spec_from_file_location("project_tasks", ROOT / "tasks.py")
     tasks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tasks)
-    known = {name.replace("_", "-") for name, value in vars(tasks).items()
-             if type(value).__name__ == "Task"}
+    known = {
+        name.replace("_", "-")
+        for name, value in vars(tasks).items()
+        if type(value).__name__ == "Task"
+    }
     named = set(re.findall(r"invoke ([a-z][a-z-]+)", README))
     assert named <= known, named - known

@@ -69,29 +69,26 @@ def test_invoke_build_uses_the_chosen_base(monkeypatch):
             self.name = name
 
     def build_images(names, **kwargs):
-        seen["others"] = (list(names), kwargs.get("base_image"))
+        # The vendor images get their base through vendor_bases: {name: (base, python)}.
+        seen["names"] = list(names)
+        seen["vendor_bases"] = dict(kwargs.get("vendor_bases") or {})
         return [Result(n) for n in names]
-
-    def build_image(name, **kwargs):
-        seen["tensorrt"] = kwargs["base_image"]
-        return Result(name)
 
     from pcb.orchestration import build_inputs, docker_executor
 
     monkeypatch.setattr(docker_executor, "connect", lambda *a, **k: object())
     monkeypatch.setattr(images, "build_images", build_images)
-    monkeypatch.setattr(images, "build_image", build_image)
     monkeypatch.setattr(images, "describe", lambda result: result.name)
     monkeypatch.setattr(build_inputs, "resolve_base_image", lambda setting, client, names: None)
     settings = settings_from_config({}, trt_image="8.6")
     tasks._build(settings, ["runtime", "tensorrt"])
     assert seen == {
-        "others": (["runtime"], None),
-        "tensorrt": "nvcr.io/nvidia/tensorrt:23.09-py3",
+        "names": ["runtime", "tensorrt"],
+        "vendor_bases": {"tensorrt": ("nvcr.io/nvidia/tensorrt:23.09-py3", "3.10")},
     }
     seen.clear()
     tasks._build(settings_from_config({}), ["tensorrt"])
-    assert seen == {"tensorrt": "nvcr.io/nvidia/tensorrt:24.05-py3"}
+    assert seen["vendor_bases"] == {"tensorrt": ("nvcr.io/nvidia/tensorrt:24.05-py3", "3.10")}
 
 
 SOURCES = ROOT / "tests" / "fixtures" / "real" / "tensorrt_images"

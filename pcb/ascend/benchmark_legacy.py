@@ -11,9 +11,19 @@ gallery_ prefix, and once wrote it `.txt.txt`) holds
     [infer] throughputRate: 106.343, Interface throughputRate: 137.422 moduleLatency: 8.68511
     [post] throughputRate: 106.341, moduleLatency: 9.40375
 
-The guide's figure is the [infer] line's Interface throughputRate, one chip's; the card figure
+Later builds of the tool (ModelZoo READMEs of 2022 show them on the 310 and the 310P) name the
+modules `[inference]` and `[postprocess]` and put a comma before moduleLatency:
+
+    [inference] throughputRate: 347.876, Interface throughputRate: 838.101, moduleLatency: 2.3685
+
+The guide's figure is the infer module's Interface throughputRate, one chip's; the card figure
 of a 310 is that times 4 (four chips per card): 137.422 x 4 = 549.688. Dumps are
-`result/dumpOutput_device<d>/<stem>_1.bin` (outputs numbered from 1).
+`result/dumpOutput_device<d>/<stem>_<k>.bin`, outputs numbered from 1.
+
+A pure inference (`-round=N` without input) writes `result/PureInfer_perf_of_<om name>_in_device_
+<d>.txt` holding `ave_throughputRate = 974.27samples/s, ave_latency = 1.02917ms`, and prints the
+same as `[INFO] ave_throughputRate: 240.622samples/s, ave_latency: 4.24716ms`; the rate is one
+chip's, as the Interface throughputRate is.
 """
 
 from __future__ import annotations
@@ -26,11 +36,19 @@ from ..errors import PcbError
 PERF_FILE = re.compile(
     r"^(?:(?P<prefix>.*?)_)?perf_vision_batchsize_(?P<batch>\d+)_device_(?P<device>\d+)(?:\.txt)+$"
 )
+PURE_INFER_FILE = re.compile(
+    r"^PureInfer_perf_of_(?P<model>.+)_in_device_(?P<device>\d+)(?:\.txt)+$"
+)
 DUMP_FOLDER = re.compile(r"^dumpOutput_device(?P<device>\d+)(?:_(?P<split>query|gallery))?$")
-DUMP_SUFFIX = "_1.bin"
+# The infer module by the tool's build: [infer] (the guide's), [inference] (later builds).
+INFER_MODULES = ("infer", "inference")
 _NUMBER = r"([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)"
 _LINE = re.compile(r"^\s*\[(?P<module>[^\]]+)\]\s*(?P<rest>.*)$")
 _FIELD = re.compile(rf"(?P<name>[A-Za-z][A-Za-z ]*?):\s*{_NUMBER}")
+_PURE = re.compile(
+    rf"ave_throughputRate\s*[=:]\s*{_NUMBER}\s*samples/s,\s*ave_latency\s*[=:]\s*{_NUMBER}\s*ms"
+)
+_BATCH_IN_NAME = re.compile(r"_bs(\d+)(?:_|$)")
 
 
 @dataclass(frozen=True)
@@ -76,11 +94,12 @@ def parse_benchmark_perf(text: str, where: str = "perf file") -> LegacyPerf:
         fields = {m.group("name").strip(): float(m.group(2)) for m in _FIELD.finditer(line)}
         if fields:
             modules[found.group("module").strip()] = fields
-    infer = modules.get("infer", {})
+    infer = next((modules[m] for m in INFER_MODULES if m in modules), {})
     if "Interface throughputRate" not in infer:
         raise PcbError(
-            f"{where} has no `[infer] ... Interface throughputRate: N` line: not a perf file of "
-            "the benchmark tool, or the run did not finish (its Performance Summary is missing)"
+            f"{where} has no `[infer]` / `[inference] ... Interface throughputRate: N` line: not "
+            "a perf file of the benchmark tool, or the run did not finish (its Performance "
+            "Summary is missing)"
         )
     e2e = modules.get("e2e", {})
     return LegacyPerf(
@@ -91,3 +110,42 @@ def parse_benchmark_perf(text: str, where: str = "perf file") -> LegacyPerf:
         infer_module_latency_ms=infer.get("moduleLatency"),
         modules=modules,
     )
+
+
+@dataclass(frozen=True)
+class PureInferFileName:
+    model: str  # the .om's name without .om, e.g. onnx_alexnet_bs4
+    device: int
+
+    @property
+    def batch_size(self) -> int | None:
+        """The batch size when the model's name says it (`..._bs16...`), as the guide's do."""
+        found = _BATCH_IN_NAME.findall(self.model)
+        return int(found[-1]) if found else None
+
+
+def parse_pure_infer_file_name(name: str) -> PureInferFileName | None:
+    found = PURE_INFER_FILE.match(name)
+    if not found:
+        return None
+    return PureInferFileName(found.group("model"), int(found.group("device")))
+
+
+@dataclass(frozen=True)
+class PureInferPerf:
+    """One chip's pure-inference rate (images/s) and the per-image latency the tool prints."""
+
+    rate: float
+    latency_ms: float
+
+
+def parse_pure_infer(text: str, where: str = "PureInfer file") -> PureInferPerf:
+    """The file's `ave_throughputRate = ...` line, or the printed `ave_throughputRate: ...`."""
+    found = _PURE.findall(text)
+    if not found:
+        raise PcbError(
+            f"{where} has no `ave_throughputRate = N samples/s, ave_latency = N ms` line: not a "
+            "PureInfer result of the benchmark tool"
+        )
+    rate, latency = found[-1]
+    return PureInferPerf(float(rate), float(latency))

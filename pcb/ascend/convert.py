@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,10 @@ from ..fileio import atomic_write_json, atomic_write_text, file_md5, read_json
 from ..layout import RunLayout
 from ..provenance import stamp
 from .atc import aoe_command, atc_command, failure_message
+from .cann_version import read_cann_version
 from .chips import soc_version
 from .tool import run_tool
+from .visible import tool_device_ids
 
 PATH_OPTIONS = ("--model=", "--output=")
 
@@ -210,8 +212,14 @@ def convert_models(
     if not layout.onnx_path.is_file():
         raise PcbError(f"ONNX model not found: {layout.onnx_path}; run `pcb export` first")
     onnx_md5 = file_md5(layout.onnx_path)
+    # The toolkit's version, read before anything runs: a version pcb does not support is
+    # named here, and another toolkit makes other models (part of each model's options).
+    cann = read_cann_version()
     made = []
-    for job in plan_convert(layout, chip, batch_sizes, dynamic, aoe, device):
+    # AOE runs on the NPU: in a container, the chip's id there (visible.py).
+    tool_device = tool_device_ids([device])[0] if aoe else device
+    for planned in plan_convert(layout, chip, batch_sizes, dynamic, aoe, tool_device):
+        job = replace(planned, options={**planned.options, "cann_version": cann.text})
         target = om_dir(layout) / f"{job.stem}.om"
         if not force and is_up_to_date(target, onnx_md5, job.options):
             print(f"{target.name}: up to date (same ONNX and {job.tool} options)")

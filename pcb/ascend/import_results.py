@@ -4,9 +4,16 @@ folder: its perf files become perf records, its dumps land where the evaluate st
 Looked for in the given folder and in a `result/` folder inside it (where the tool writes):
 
 - `[query_|gallery_]perf_vision_batchsize_<bs>_device_<d>.txt` (the guide's renames too);
+- `PureInfer_perf_of_<model>_in_device_<d>.txt` (a pure inference, `-round=N`); its batch size
+  from the model's name (`..._bs16...`) or --batch-size;
 - `dumpOutput_device<d>_query/` and `dumpOutput_device<d>_gallery/` (the guide renames the
   tool's `dumpOutput_device<d>/` so after each split), or `query/` and `gallery/`; a bare
   `dumpOutput_device<d>/` is split by the run's own image lists when it has them.
+
+The tool names each output `<stem>_<k>.bin` from k = 1. The guide's model has one output, the
+feature (`_1`); ModelZoo's later PCB export has seven (the feature and six classifiers' scores,
+`_1` .. `_7`): per image, the one output of a feature's size (49,152 bytes) is imported and the
+others are left out, with a note.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 
 from ..constants import FEATURE_BYTES, SPLITS
 from ..errors import PcbError
+from ..evaluate import dump_stems
 from ..fileio import atomic_write_json
 from ..infer import infer_record_path, read_stems
 from ..layout import RunLayout
@@ -26,11 +34,12 @@ from ..perf import LatencyStats, PerfRecord, write_perf_records
 from ..provenance import stamp, utc_now
 from .benchmark_legacy import (
     DUMP_FOLDER,
-    DUMP_SUFFIX,
     LegacyPerf,
     PerfFileName,
     parse_benchmark_perf,
     parse_perf_file_name,
+    parse_pure_infer,
+    parse_pure_infer_file_name,
 )
 from .chips import (
     backend_key,
@@ -99,7 +108,15 @@ def has_dump_folders(source: Path) -> bool:
 
 
 def _dumps_in(folder: Path) -> list[Path]:
-    return sorted(Path(e.path) for e in os.scandir(folder) if e.name.endswith(DUMP_SUFFIX))
+    return sorted(
+        Path(e.path) for e in os.scandir(folder) if e.is_file() and e.name.endswith(".bin")
+    )
+
+
+def _tool_stem(name: str) -> str:
+    """`<stem>_<k>.bin` -> stem: the tool always appends the output number."""
+    candidates = dump_stems(name)
+    return candidates[-1]
 
 
 def _split_bare(
@@ -117,7 +134,7 @@ def _split_bare(
     unknown = []
     for folder in folders:
         for path in _dumps_in(folder):
-            split = split_of.get(path.name[: -len(DUMP_SUFFIX)])
+            split = next((split_of[s] for s in dump_stems(path.name) if s in split_of), None)
             if split is None:
                 unknown.append(path.name)
             else:
@@ -141,6 +158,30 @@ def _place(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
+def feature_dumps(paths: list[Path], split: str) -> tuple[list[Path], list[Path]]:
+    """Per image, its feature: the one output of FEATURE_BYTES; returns (features, the other
+    outputs left out). PcbError naming the images without one."""
+    by_stem: dict[str, list[Path]] = {}
+    for path in paths:
+        by_stem.setdefault(_tool_stem(path.name), []).append(path)
+    chosen, left, wrong = [], [], []
+    for stem, group in sorted(by_stem.items()):
+        features = [p for p in group if p.stat().st_size == FEATURE_BYTES]
+        if len(features) != 1:
+            sizes = ", ".join(f"{p.name} ({p.stat().st_size} bytes)" for p in sorted(group))
+            wrong.append(f"{stem}: {sizes}")
+            continue
+        chosen.append(features[0])
+        left += [p for p in group if p != features[0]]
+    if wrong:
+        raise PcbError(
+            f"{len(wrong)} {split} images have no single dump of {FEATURE_BYTES} bytes (one "
+            f"image's 2048 x 6 float32 feature), e.g. {wrong[0]}: not this model's per-image "
+            "outputs"
+        )
+    return chosen, left
+
+
 def import_dumps(
     by_split: dict[str, list[Path]],
     layout: RunLayout,
@@ -149,16 +190,12 @@ def import_dumps(
     batch_size: int | None,
 ) -> dict[str, int]:
     counts = {}
-    for split, paths in sorted(by_split.items()):
-        wrong = [
-            f"{p.name} ({p.stat().st_size} bytes)"
-            for p in paths[:1000]
-            if p.stat().st_size != FEATURE_BYTES
-        ]
-        if wrong:
-            raise PcbError(
-                f"{len(wrong)} {split} dumps are not {FEATURE_BYTES} bytes (one image's 2048 x 6 "
-                f"float32 feature), e.g. {wrong[0]}: not this model's per-image outputs"
+    for split, found in sorted(by_split.items()):
+        paths, left = feature_dumps(found, split)
+        if left:
+            print(
+                f"note: {split}: {len(left)} dumps of the model's other outputs left out (each "
+                f"image's feature is its {FEATURE_BYTES}-byte output), e.g. {left[0].name}"
             )
         dest = layout.dumps_dir(key, split)
         dest.mkdir(parents=True, exist_ok=True)
@@ -175,6 +212,7 @@ def import_dumps(
                 "source": str(source),
                 "batch_size": batch_size,
                 "count": len(paths),
+                "other_outputs_left_out": len(left),
                 "complete": True,
                 "imported": utc_now(),
                 **stamp(),
@@ -182,6 +220,40 @@ def import_dumps(
         )
         counts[split] = len(paths)
     return counts
+
+
+def find_pure_infer_files(
+    source: Path, batch_size: int | None
+) -> dict[tuple[int, int], list[tuple[PerfFileName, Path]]]:
+    """PureInfer files by (batch size, device), named as perf files with prefix "PureInfer"."""
+    found: dict[tuple[int, int], list[tuple[PerfFileName, Path]]] = {}
+    for entry in _entries(source):
+        name = parse_pure_infer_file_name(entry.name) if entry.is_file() else None
+        if name is None:
+            continue
+        batch = name.batch_size or batch_size
+        if batch is None:
+            raise PcbError(
+                f"{entry.name}: its model name does not say the batch size (`_bs<N>`): pass "
+                "--batch-size"
+            )
+        if batch_size is not None and name.batch_size not in (None, batch_size):
+            continue
+        perf_name = PerfFileName(batch, name.device, "PureInfer")
+        found.setdefault((batch, name.device), []).append((perf_name, Path(entry.path)))
+    return found
+
+
+def _pure_as_perf(path: Path) -> LegacyPerf:
+    pure = parse_pure_infer(path.read_text(errors="replace"), str(path))
+    return LegacyPerf(
+        interface_rate=pure.rate,
+        infer_rate=pure.rate,
+        e2e_rate=None,
+        e2e_latency_ms=None,
+        infer_module_latency_ms=pure.latency_ms,
+        modules={"PureInfer": {"ave_throughputRate": pure.rate, "ave_latency": pure.latency_ms}},
+    )
 
 
 def _latency(batch_size: int, rate: float) -> LatencyStats:
@@ -207,8 +279,13 @@ def perf_records(
         "e2e_throughput_rate": perf.e2e_rate,
         "e2e_latency_ms": perf.e2e_latency_ms,
         "infer_module_latency_ms": perf.infer_module_latency_ms,
-        "latency_note": "implied by the Interface throughputRate (1000 x batch / rate); the "
-        "tool reports no latency distribution",
+        "latency_note": "implied by the chip's rate (1000 x batch / rate); the tool reports "
+        "no latency distribution",
+        "measured_by": (
+            "a pure inference (PureInfer file: ave_throughputRate)"
+            if name.prefix == "PureInfer"
+            else "a run over the dataset (the infer module's Interface throughputRate)"
+        ),
         "device_id": name.device,
         "soc_version": soc_version(chip),
         **stamp(),
@@ -284,13 +361,14 @@ def import_results(
     files = find_perf_files(source)
     if batch_size is not None:
         files = {k: v for k, v in files.items() if k[0] == batch_size}
+    pure = {k: v for k, v in find_pure_infer_files(source, batch_size).items() if k not in files}
     dumps = find_dump_folders(source, layout)
-    if not files and not dumps:
+    if not files and not pure and not dumps:
         wanted = f"batch size {batch_size}'s " if batch_size is not None else ""
         raise PcbError(
             f"nothing to import in {source} (nor in its result/): no {wanted}"
-            "perf_vision_batchsize_<bs>_device_<d>.txt and no dumpOutput_device<d>_query/ or "
-            "_gallery/ folder of the benchmark tool"
+            "perf_vision_batchsize_<bs>_device_<d>.txt, no PureInfer_perf_of_<model>_in_device_"
+            "<d>.txt and no dumpOutput_device<d>_query/ or _gallery/ folder of the benchmark tool"
         )
     records: list[PerfRecord] = []
     for (_batch, _device), candidates in sorted(files.items()):
@@ -302,6 +380,10 @@ def import_results(
         }
         others = {n: v.interface_rate for n, v in parsed.items() if n != path.name}
         records += perf_records(parsed[path.name], name, path, others, chip, per_card)
+    # A dataset run's perf file is the guide's figure; a pure inference's only where none is.
+    for (_batch, _device), candidates in sorted(pure.items()):
+        name, path = sorted(candidates, key=lambda item: item[1].name)[0]
+        records += perf_records(_pure_as_perf(path), name, path, {}, chip, per_card)
     result: dict[str, Any] = {"backend": key, "perf": [], "dumps": {}}
     if records:
         write_perf_records(layout.perf_path(key), records)

@@ -27,20 +27,27 @@ from ..infer import infer_record_path, read_stems
 from ..layout import RunLayout
 from ..provenance import host_name, utc_now
 from .ais_bench import (
-    SUMMARY_SUFFIX,
-    AisSummary,
+    DEFAULT_PROFILE,
+    AisBenchProfile,
     ais_bench_command,
-    cross_check,
     natural_sort,
     output_name,
+    read_profile,
+    version_text,
+)
+from .ais_bench_output import (
+    SUMMARY_SUFFIX,
+    AisSummary,
+    cross_check,
+    find_run_files,
     parse_printed_summary,
     parse_summary_json,
-    version_text,
 )
 from .chips import backend_key, platform_name
 from .convert import om_record_path, require_om
 from .npu_smi import resolve_chip
 from .tool import run_tool
+from .visible import tool_device_ids
 
 LISTED = 10
 TENSOR_MISMATCH = "not match"
@@ -69,17 +76,20 @@ def infer_command(
     device: int,
     dynamic: bool,
     python: str = "python3",
+    profile: AisBenchProfile = DEFAULT_PROFILE,
 ) -> list[str]:
-    """The ais_bench command of one split (also what a dry run prints)."""
+    """The ais_bench command of one split (also what a dry run prints); `device` is the id
+    the tool knows the chip by (visible.tool_device_ids)."""
     return ais_bench_command(
         str(om),
         input_dir=str(layout.bins_dir(split)),
         output=str(scratch_dir(layout, key, split)),
         batch_size=batch_size,
-        device=device,
+        devices=[device],
         dym_batch=batch_size if dynamic else None,
         display_all_summary=True,
         python=python,
+        profile=profile,
     )
 
 
@@ -162,29 +172,13 @@ def collect_dumps(produced: Path, inputs: Sequence[str], files_per_batch: int, d
     return len(done)
 
 
-def find_output_folder(scratch: Path) -> tuple[Path, Path]:
-    """The folder ais_bench created under its --output (the scratch folder was empty before)
-    and its summary JSON."""
-    folders = sorted(p for p in scratch.iterdir() if p.is_dir())
-    if len(folders) != 1:
-        names = ", ".join(p.name for p in folders) or "none"
-        raise PcbError(
-            f"expected one output folder from ais_bench in {scratch}, found {names}: was "
-            "another ais_bench writing there?"
-        )
-    folder = folders[0]
-    summary = scratch / f"{folder.name}{SUMMARY_SUFFIX}"
-    if not summary.is_file():
-        raise PcbError(
-            f"ais_bench wrote {folder} but no {summary.name} beside it: an ais_bench too old to "
-            "write summaries? Use ais_bench from ais-bench_workload (see docker/README.md)"
-        )
-    return folder, summary
-
-
-def read_summaries(output: str, summary_path: Path, batch_size: int) -> AisSummary:
-    """The JSON summary, once checked against the printed one."""
+def read_summaries(output: str, summary_path: Path | None, batch_size: int) -> AisSummary:
+    """The JSON summary, once checked against the printed one; the printed one alone (checked
+    against ais_bench's formula) when the run wrote no JSON."""
     printed = parse_printed_summary(output)
+    if summary_path is None:
+        cross_check(printed, printed, batch_size, where="its printed summary")
+        return printed
     try:
         payload = read_json(summary_path)
     except (OSError, ValueError) as error:
@@ -254,7 +248,10 @@ def ais_infer(
     key = backend_key(chip, "ais_bench", aoe, dynamic)
     model_md5 = file_md5(om)
     python = python or sys.executable
+    # The installed version decides the options: read before anything runs.
+    profile = read_profile(python)
     version = version_text(python)
+    (tool_device,) = tool_device_ids([device])
     logs = logs_dir(layout, "infer", key)
     counts: dict[str, int] = {}
     for split in SPLITS:
@@ -271,7 +268,9 @@ def ais_infer(
         scratch = scratch_dir(layout, key, split)
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
-        command = infer_command(layout, om, key, split, batch_size, device, dynamic, python)
+        command = infer_command(
+            layout, om, key, split, batch_size, tool_device, dynamic, python, profile
+        )
         record: dict[str, Any] = {
             "backend": "ais_bench",
             "backend_version": version,
@@ -281,6 +280,8 @@ def ais_infer(
             "model_md5": model_md5,
             "batch_size": batch_size,
             "device": device,
+            "tool_device": tool_device,
+            "tool_profile": profile.name,
             "count": len(stems),
             "complete": False,
             "started": utc_now(),
@@ -298,10 +299,11 @@ def ais_infer(
         atomic_write_text(log_file, f"$ {' '.join(command)}\n{result.output}")
         if result.returncode != 0:
             raise tool_failure("ais_bench", result.returncode, result.output, log_file)
-        folder, summary_path = find_output_folder(scratch)
-        summary = read_summaries(result.output, summary_path, batch_size)
-        atomic_write_bytes(logs / f"{split}{SUMMARY_SUFFIX}", summary_path.read_bytes())
-        count = collect_dumps(folder, inputs, batch_size, dest)
+        files = find_run_files(scratch)
+        summary = read_summaries(result.output, files.summary, batch_size)
+        if files.summary is not None:
+            atomic_write_bytes(logs / f"{split}{SUMMARY_SUFFIX}", files.summary.read_bytes())
+        count = collect_dumps(files.folder, inputs, batch_size, dest)
         shutil.rmtree(scratch, ignore_errors=True)
         record.update(
             complete=True,
@@ -311,6 +313,9 @@ def ais_infer(
             # End to end, as the guide's [e2e] line: file reads, inference, output writes.
             images_per_s=round(count / wall, 3) if wall > 0 else None,
             summary=summary.to_dict(),
+            summary_source="summary JSON, checked against the printed summary"
+            if files.summary is not None
+            else "printed summary only (the run wrote no summary JSON)",
         )
         atomic_write_json(record_path, record)
         print(f"{split}: {count} dumps in {dest}")

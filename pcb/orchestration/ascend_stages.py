@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from ..ascend.cann_images import python_of, select_image
 from ..ascend.chips import AUTO, backend_key
 from ..errors import PcbError
 from .settings import Settings
@@ -26,6 +27,22 @@ def _quiet(settings: Settings) -> tuple[str, ...]:
 
 def _variant(aoe: bool, dynamic: bool) -> tuple[str, ...]:
     return (("--aoe",) if aoe else ()) + (("--dynamic",) if dynamic else ())
+
+
+def cann_base(settings: Settings) -> tuple[str, str]:
+    """The cann image's base and its Python: pcb.cann_image as given, else the published image
+    of pcb.cann_version for the chip's series (a 310P when no chip is chosen)."""
+    if settings.cann_image:
+        python = settings.cann_python or python_of(settings.cann_image)
+        if not python:
+            raise PcbError(
+                f"pcb.cann_image = {settings.cann_image!r} does not say its Python (no -py3.N "
+                "at the end of its tag): set pcb.cann_python to the image's python3 version"
+            )
+        return settings.cann_image, python
+    chip = settings.chip if settings.chip and settings.chip != AUTO else "310P3"
+    image = select_image(chip, settings.cann_version, settings.cann_python or None)
+    return image.reference(), image.python
 
 
 def require_chip(settings: Settings) -> str:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ..ascend.cann_images import DEFAULT_IMAGE as DEFAULT_CANN_IMAGE
+from ..ascend.cann_images import python_of
 from ..errors import PcbError
 from ..tensorrt.image_matrix import default_image
 
@@ -54,10 +56,34 @@ class ImageDef:
     stages: tuple[str, ...]
     offline_base: bool = False  # can build FROM the debootstrap'd pcb-base image
     lock_find_links: tuple[str, ...] = ()  # extra find-links the lock was resolved with
+    # Bases with other Pythons (the CANN images): one lock per Python, requirements-py311.lock;
+    # empty: the one requirements.lock for `python`.
+    pythons: tuple[str, ...] = ()
 
     @property
     def repository(self) -> str:
         return f"pcb-{self.name}"
+
+    def lock_file(self, python: str | None = None) -> str:
+        """The lock of the base's Python, relative to the project root."""
+        if not self.pythons:
+            return f"docker/{self.name}/requirements.lock"
+        python = python or self.python
+        if python not in self.pythons:
+            raise PcbError(
+                f"the {self.name} image has locks for Python {', '.join(self.pythons)}, not "
+                f"{python}: choose a base with one of those (docs/ascend.md), or add "
+                f"docker/{self.name}/requirements-py{python.replace('.', '')}.lock "
+                "(docker/README.md, Regenerating the locks)"
+            )
+        return f"docker/{self.name}/requirements-py{python.replace('.', '')}.lock"
+
+    def base_python(self, base: str) -> str:
+        """The Python of a base: what its tag says (`-py3.11`) for multi-Python images, else
+        the image's own."""
+        if self.pythons:
+            return python_of(base) or self.python
+        return self.python
 
     @property
     def latest(self) -> str:
@@ -69,7 +95,9 @@ PYTHON_SLIM = (
     "python:3.11-slim-bookworm"
     "@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91"
 )
-CANN_BASE = "ascendai/cann:8.0.rc1-310p-ubuntu22.04-py3.9"
+# The published CANN image for the 310P of pcb's default CANN version (pcb/ascend/cann_images.py
+# lists those it relies on, with their source); invoke.yaml's cann_version / cann_image choose.
+CANN_BASE = DEFAULT_CANN_IMAGE.reference()
 # The default of the checked TensorRT images (pcb/tensorrt/image_matrix.py; trt_image picks).
 TENSORRT_BASE = default_image().reference
 TORCH_CPU_FIND_LINKS = "https://download.pytorch.org/whl/cpu/torch/"
@@ -97,9 +125,10 @@ IMAGES: dict[str, ImageDef] = {
         ImageDef(
             "cann",
             CANN_BASE,
-            "3.9",
+            DEFAULT_CANN_IMAGE.python,
             "CANN toolkit (atc, aoe) + ais_bench/aclruntime: Ascend convert, infer, perf",
             ("convert", "infer", "perf"),
+            pythons=("3.10", "3.11", "3.12"),
         ),
         ImageDef(
             "tensorrt",
@@ -122,19 +151,22 @@ def image_def(name: str) -> ImageDef:
 # ---- locks -----------------------------------------------------------------------------------
 
 
-def lock_command(name: str, find_links: Sequence[str] = (), uv: str = "uv") -> list[str]:
-    """The command that regenerates docker/<name>/requirements.lock (or the build-tools lock
-    for name "build-tools"), run from the project root. `find_links` replaces the image's own
-    (for the export image: where the torch CPU wheel is, e.g. /opt/wheels on a machine that has
-    it on disk)."""
+def lock_command(
+    name: str, find_links: Sequence[str] = (), uv: str = "uv", python: str | None = None
+) -> list[str]:
+    """The command that regenerates docker/<name>/requirements.lock (requirements-py3NN.lock
+    for `python` of an image with a lock per Python; or the build-tools lock for name
+    "build-tools"), run from the project root. `find_links` replaces the image's own (for the
+    export image: where the torch CPU wheel is, e.g. /opt/wheels on a machine that has it on
+    disk)."""
     if name == "build-tools":
         source, target = "docker/build-tools.in", "docker/build-tools.lock"
         python, links = "3.9", ()
     else:
         image = image_def(name)
         source = f"docker/{name}/requirements.in"
-        target = f"docker/{name}/requirements.lock"
-        python, links = image.python, tuple(find_links) or image.lock_find_links
+        target = image.lock_file(python)
+        python, links = python or image.python, tuple(find_links) or image.lock_find_links
     command = [
         uv,
         "pip",
@@ -162,9 +194,11 @@ def regenerate_locks(
     """Run lock_command for each name (needs `uv` from PyPI and access to the package index)."""
     for name in names:
         links = find_links if name == "export" else ()
-        command = lock_command(name, links, uv)
-        print("+ " + " ".join(command), flush=True)
-        subprocess.run(command, cwd=root, check=True)
+        pythons = IMAGES[name].pythons if name in IMAGES else ()
+        for python in pythons or (None,):
+            command = lock_command(name, links, uv, python)
+            print("+ " + " ".join(command), flush=True)
+            subprocess.run(command, cwd=root, check=True)
 
 
 def file_sha256(path: Path) -> str:
@@ -344,6 +378,73 @@ def check_base_available(client: Any, base_image: str, name: str, pull: bool = T
     raise PcbError(f"base image {base_image} is not on this machine and {reason}. {fix}")
 
 
+AIS_WHEELS = "docker/cann/wheels"
+
+
+def check_ais_wheels(root: Path, python: str, extra_build_args: Mapping[str, str]) -> None:
+    """The cann build needs aclruntime compiled for the base's Python: where the wheels are in
+    docker/cann/wheels/ (and no other folder is given), one must match, or the build would
+    stop late with pip's "no matching distribution"."""
+    if extra_build_args.get("AIS_BENCH_FIND_LINKS"):
+        return  # checked by pip in the build, against a folder not on this machine
+    folder = root / AIS_WHEELS
+    wheels = sorted(p.name for p in folder.glob("aclruntime-*.whl"))
+    tag = f"cp{python.replace('.', '')}"
+    # A wheel for this CPython (cp311), or a pure one (py3-none-any) that installs anywhere.
+    if wheels and not any(f"-{tag}-" in name or "-py3-none-" in name for name in wheels):
+        raise PcbError(
+            f"{AIS_WHEELS}/ holds aclruntime wheels for other Pythons ({', '.join(wheels)}), "
+            f"none for the base's Python {python} ({tag}): add "
+            f"aclruntime-0.0.2-{tag}-{tag}-linux_<arch>.whl (docker/README.md), or choose a "
+            "base with a Python you have the wheel for (pcb.cann_version / pcb.cann_image)"
+        )
+
+
+@dataclass(frozen=True)
+class BaseCheck:
+    """What a registry and this machine say about a base image."""
+
+    image: str
+    base: str
+    digest: str | None  # the registry's, sha256:...
+    local_id: str | None
+    error: str | None  # why the registry could not be asked
+
+    def describe(self) -> str:
+        here = f"on this machine as {self.local_id[:19]}" if self.local_id else "not here"
+        if self.digest:
+            return (
+                f"{self.image}: base {self.base} has registry digest {self.digest} ({here}); "
+                f"pin it as {self.base.split('@')[0]}@{self.digest}"
+            )
+        return (
+            f"{self.image}: base {self.base}: its registry could not be reached from the "
+            f"Docker engine ({self.error}); its digest is unknown ({here}). On a machine that "
+            "reaches the registry: "
+            f"`invoke build --image {self.image} --check`, or `docker pull {self.base}` then "
+            "`docker inspect --format '{{index .RepoDigests 0}}' " + self.base + "`"
+        )
+
+
+def check_base(client: Any, name: str, base: str | None = None) -> BaseCheck:
+    """The registry digest of an image's base, as the engine's distribution endpoint reports it
+    (the engine asks the registry), and whether this machine has it; builds nothing."""
+    from docker.errors import DockerException, ImageNotFound
+
+    base = base or image_def(name).default_base
+    try:
+        local_id: str | None = client.images.get(base).id
+    except ImageNotFound:
+        local_id = None
+    except DockerException as error:
+        raise PcbError(f"the Docker engine did not answer: {_first_line(error)}") from None
+    try:
+        data = client.images.get_registry_data(base)
+    except DockerException as error:
+        return BaseCheck(name, base, None, local_id, _first_line(error))
+    return BaseCheck(name, base, data.id, local_id, None)
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -359,15 +460,21 @@ def build_args(
     tag: str = "unknown",
     root: Path = PROJECT_ROOT,
     extra: Mapping[str, str] | None = None,
+    python: str | None = None,
 ) -> dict[str, str]:
-    """The --build-arg values of one build."""
+    """The --build-arg values of one build; `python`: the base's, for an image with a lock
+    per Python (default: what the base's tag says)."""
+    image = image_def(name)
+    python = python or image.base_python(base_image)
     args = {
         "BASE_IMAGE": base_image,
         "SOURCE_REVISION": revision,
-        "LOCK_SHA256": file_sha256(root / "docker" / name / "requirements.lock"),
+        "LOCK_SHA256": file_sha256(root / image.lock_file(python)),
         "CONTENT_TAG": tag,
         "SOURCES_SHA256": sources_digest(root),
     }
+    if image.pythons:
+        args["BASE_PYTHON"] = python
     if index_url:
         args["INDEX_URL"] = index_url
     if find_links:
@@ -392,15 +499,17 @@ def build_image(
     network_mode: str = "host",
     quiet: bool = False,
     output: IO[str] | None = None,
+    python: str | None = None,
 ) -> BuildResult:
     """Build docker/<name> unless an image with its content tag is already here.
 
     `base_image` overrides the Dockerfile's pinned base (e.g. the offline pcb-base image);
     `index_url` / `find_links` point pip elsewhere (find_links: a URL such as the one
     `serve_folder` gives, reachable from the build through the host network); `ca_bundle` is
-    a PEM file pip trusts during the build only. `extra_build_args` passes further build
-    arguments (the cann image's AIS_BENCH_FIND_LINKS, for one). The build log is streamed to
-    `output` (default stdout) unless `quiet`.
+    a PEM file pip trusts during the build only. `python`: the base's Python, which picks the
+    lock of an image with one per Python (default: what the base's tag says, `-py3.11`).
+    `extra_build_args` passes further build arguments (the cann image's AIS_BENCH_FIND_LINKS,
+    for one). The build log is streamed to `output` (default stdout) unless `quiet`.
     """
     from docker.errors import ImageNotFound
 
@@ -410,6 +519,10 @@ def build_image(
     image = image_def(name)
     base = base_image or image.default_base
     out = output or sys.stdout
+    python = python or image.base_python(base)
+    image.lock_file(python)  # a Python without a lock is named before any pull
+    if name == "cann":
+        check_ais_wheels(root, python, extra_build_args or {})
     check_base_available(client, base, name, pull=pull_base)
     tag = content_tag(name, base_image_id(client, base), root)
     if not force:
@@ -432,6 +545,7 @@ def build_image(
         tag=tag,
         root=root,
         extra=extra_build_args,
+        python=python,
     )
     if not quiet:
         shown = " ".join(f"{k}={v}" for k, v in args.items() if k not in {"SOURCES_SHA256"})
@@ -531,11 +645,15 @@ def build_images(
     find_links: str | None = None,
     ca_bundle: Path | None = None,
     extra_build_args: Mapping[str, Mapping[str, str]] | None = None,
+    vendor_bases: Mapping[str, tuple[str, str | None]] | None = None,
     force: bool = False,
     quiet: bool = False,
     root: Path = PROJECT_ROOT,
 ) -> list[BuildResult]:
     """Build several images in order.
+
+    `vendor_bases`: {image name: (base, its Python or None)} for images built on a vendor
+    image other than their default, e.g. {"cann": ("ascendai/cann:9.0.1-...-py3.12", "3.12")}.
 
     `wheels`: a local folder of wheels (e.g. /opt/wheels with the torch CPU wheel), served over
     HTTP for the duration and given as find-links to the images whose lock needs an extra
@@ -553,11 +671,13 @@ def build_images(
         for name in names:
             image = image_def(name)
             links = find_links or (served if image.lock_find_links else None)
+            vendor, python = (vendor_bases or {}).get(name, (None, None))
             results.append(
                 build_image(
                     name,
                     client=client,
-                    base_image=base_image if image.offline_base else None,
+                    base_image=base_image if image.offline_base else vendor,
+                    python=python,
                     index_url=index_url,
                     find_links=links,
                     ca_bundle=ca_bundle,

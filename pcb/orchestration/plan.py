@@ -75,11 +75,14 @@ def describe_plan(
                 require_npu=False,
             )
             lines.append(f"  {spec.to_docker_run()}")
-            inner = spec.command
+            inner, environment = spec.command, spec.environment
         else:
             lines.append(f"  python -m pcb {' '.join(call.argv())}")
-            inner = tuple(call.argv())
-        commands = [*tool_commands(inner), *trtexec_commands(inner, image=settings.trt_image)]
+            inner, environment = tuple(call.argv()), None
+        commands = [
+            *tool_commands(inner, environment),
+            *trtexec_commands(inner, image=settings.trt_image),
+        ]
         lines += [f"    $ {command}" for command in commands]
     missing = sorted(
         {

@@ -51,6 +51,12 @@ class Settings:
     dynamic: bool = False
     npu_loop: int = 100
     npu_warmup: int = 5
+    # The cann image's base (docs/ascend.md, supported images): the published ascendai/cann
+    # image of this CANN version for the chip's series; or cann_image names any toolkit image,
+    # whose Python cann_python gives when its tag does not end in -py3.N.
+    cann_version: str = "8.5.2"
+    cann_image: str = ""
+    cann_python: str = ""
     parity_threshold: float = 0.99
     # Also the CPU INT8 platform: quantize, infer, evaluate, parity and perf at int8.
     int8: bool = False
@@ -132,8 +138,21 @@ def _fraction(key: str, value: Any) -> float:
     return number
 
 
+def _cann_python(key: str, value: Any) -> str:
+    text = "" if value is None else str(value).strip()
+    if text not in ("", "3.10", "3.11", "3.12"):
+        raise PcbError(
+            f"invoke.yaml: pcb.{key} = {value!r}: expected 3.10, 3.11 or 3.12 (the Pythons the "
+            "cann image has locks for), or empty to read it from the image's tag"
+        )
+    return text
+
+
 _ASCEND = {
     "chip": _chip,
+    "cann_python": _cann_python,
+    "cann_version": lambda key, value: str(value).strip(),
+    "cann_image": lambda key, value: str(value or "").strip(),
     "devices": _devices,
     "aoe": _bool,
     "dynamic": _bool,

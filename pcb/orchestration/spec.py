@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Union
 
+from ..ascend.visible import CONTAINER_DEVICES_ENV, container_devices_value
 from ..errors import PcbError
 from ..provenance import HOST_ENV, host_name
 from .stage import StageCall
@@ -34,10 +35,15 @@ BASE_ENVIRONMENT = {
     "PYTHONUNBUFFERED": "1",
 }
 
-# facts.md section 4: what an Ascend container needs from the host.
+# What an Ascend container needs from the host: Huawei's documented `docker run` for the CANN
+# images (Ascend/cann-container-image README and OVERVIEW.md) maps /dev/davinci<N>,
+# davinci_manager, devmm_svm, hisi_hdc and mounts /usr/local/dcmi, npu-smi, the driver's lib64
+# and version.info (the whole driver folder here) and /etc/ascend_install.info, the record of
+# where the driver is installed.
 NPU_COMMON_DEVICES = ("/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc")
 NPU_DRIVER = "/usr/local/Ascend/driver"
 NPU_DCMI = "/usr/local/dcmi"
+NPU_INSTALL_INFO = "/etc/ascend_install.info"
 NPU_SMI_CANDIDATES = ("/usr/local/bin/npu-smi", "/usr/local/sbin/npu-smi")
 NPU_SMI_TARGET = "/usr/local/bin/npu-smi"
 
@@ -231,9 +237,10 @@ class NpuHost:
 
 def npu_host(device_ids: Sequence[int], host_root: Path = Path("/")) -> NpuHost:
     """Device nodes /dev/davinci<N> for each id plus davinci_manager, devmm_svm, hisi_hdc; the
-    driver folder and /usr/local/dcmi read-only; npu-smi from /usr/local/bin or /usr/local/sbin
-    (whichever exists) read-only at /usr/local/bin/npu-smi. Device nodes and the driver folder
-    are required (listed in `missing` when absent); dcmi and npu-smi are mounted when present."""
+    driver folder, /usr/local/dcmi and /etc/ascend_install.info read-only; npu-smi from
+    /usr/local/bin or /usr/local/sbin (whichever exists) read-only at /usr/local/bin/npu-smi.
+    Device nodes and the driver folder are required (listed in `missing` when absent); dcmi,
+    the install record and npu-smi are mounted when present."""
     if not device_ids:
         raise PcbError("no NPU device id given: use for example --device 0")
     for device_id in device_ids:
@@ -248,8 +255,9 @@ def npu_host(device_ids: Sequence[int], host_root: Path = Path("/")) -> NpuHost:
     mounts = [Mount(NPU_DRIVER, NPU_DRIVER, read_only=True)]
     if not exists(NPU_DRIVER):
         missing.append(NPU_DRIVER)
-    if exists(NPU_DCMI):
-        mounts.append(Mount(NPU_DCMI, NPU_DCMI, read_only=True))
+    for optional in (NPU_DCMI, NPU_INSTALL_INFO):
+        if exists(optional):
+            mounts.append(Mount(optional, optional, read_only=True))
     for candidate in NPU_SMI_CANDIDATES:
         if exists(candidate):
             mounts.append(Mount(candidate, NPU_SMI_TARGET, read_only=True))
@@ -329,6 +337,9 @@ def build_spec(
             group_add.append(str(npu.device_gid))
         # atc / ais_bench logs: somewhere writable whatever the uid.
         environment.setdefault("ASCEND_PROCESS_LOG_PATH", "/tmp/ascend-log")
+        # The runtime inside numbers the mounted chips 0..k-1: the stages need the host ids
+        # in mount order to give the tools the right one (pcb/ascend/visible.py).
+        environment[CONTAINER_DEVICES_ENV] = container_devices_value(call.npu_devices)
     return ContainerSpec(
         image=image,
         command=container_argv(call, roots),

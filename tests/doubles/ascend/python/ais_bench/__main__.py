@@ -1,6 +1,16 @@
 """`python3 -m ais_bench` double: the real tool's options, input batching (natural order, the
 last batch padded), output naming, timestamped output folder, printed summary and summary
-JSON; the model inside the double .om runs on onnxruntime."""
+JSON, and its multi-device mode (`--device 0,1`: each device's summary, then the per-device
+lines and `summary throughput`, per-device folders `<ts>/device<N>_<i>/`); the model inside the
+double .om runs on onnxruntime.
+
+Like the CANN runtime, it numbers the chips it can see 0 .. count-1 (with
+PCB_DOUBLE_CHECK_DEVICES=1 the chips are the /dev/davinci<N> nodes present). Other versions:
+AIS_BENCH_DOUBLE_LEGACY=1 takes the options of an ais_infer of 2022-09 (no --warmup_count,
+--display_all_summary, one device), =2022-11 those of an ais_bench before --divide_input (one
+device per process); PCB_DOUBLE_CHIPS=N makes it see N chips; AIS_BENCH_DOUBLE_SUMMARY=inside
+writes ais_infer's `sumary.json` inside the output folder and prints its 2022-06 throughput
+line; =none writes no summary JSON."""
 
 from __future__ import annotations
 
@@ -72,6 +82,9 @@ def line(name: str, s: dict) -> str:
 
 
 def main() -> int:
+    # "1": ais_infer of 2022-09; "2022-11": ais_bench before --divide_input (one device).
+    era = os.environ.get("AIS_BENCH_DOUBLE_LEGACY", "")
+    legacy = era == "1"
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", "-m", required=True)
     parser.add_argument("--input", "-i", default=None)
@@ -79,20 +92,68 @@ def main() -> int:
     parser.add_argument("--output_dirname", default=None)
     parser.add_argument("--outfmt", default="BIN", choices=["NPY", "BIN", "TXT"])
     parser.add_argument("--loop", "-l", type=int, default=1)
-    parser.add_argument("--device", "-d", type=int, default=0)
+    parser.add_argument("--device", "-d", default="0", type=int if era else str)
     parser.add_argument("--dymBatch", type=int, default=0)
     parser.add_argument("--batchsize", type=int, default=None)
-    parser.add_argument("--warmup_count", type=int, default=1)
-    parser.add_argument("--display_all_summary", default="False")
+    if not legacy:
+        parser.add_argument("--warmup_count", type=int, default=1)
+        parser.add_argument("--display_all_summary", default="False")
+    if not era:
+        parser.add_argument("--divide_input", default="False")
+        parser.add_argument("--pipeline", default="False")
+        parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if legacy:
+        args.warmup_count, args.display_all_summary = 1, "True"
+    devices = [int(d) for d in str(args.device).split(",")]
+    if len(devices) > 1:
+        return multidevice(args, devices)
+    return run(args, devices[0])
+
+
+def visible_chips() -> int | None:
+    """How many chips this process sees, when the double checks devices."""
+    if os.environ.get("PCB_DOUBLE_CHIPS"):
+        return int(os.environ["PCB_DOUBLE_CHIPS"])
+    if os.environ.get("PCB_DOUBLE_CHECK_DEVICES") != "1":
+        return None
+    return len([p for p in Path("/dev").glob("davinci*") if p.name[len("davinci") :].isdigit()])
+
+
+def multidevice(args: argparse.Namespace, devices: list[int]) -> int:
+    log(f"multidevice:{devices} run begin")
+    stamp = time.strftime("%Y_%m_%d-%H_%M_%S")
+    results = []
+    for index, device in enumerate(devices):
+        one = argparse.Namespace(**vars(args))
+        if args.output is not None:
+            one.output_dirname = os.path.join(
+                args.output_dirname or stamp, f"device{device}_{index}"
+            )
+        start = time.time()
+        code, throughput = run(one, device, report=True)
+        if code != 0:
+            return code
+        results.append((index, device, throughput, start, time.time()))
+    log(f"multidevice run end qsize:{2 * len(devices)} result:0")
+    for index, device, throughput, start, end in results:
+        # The real tool's f-string is continued with a backslash: spaces before start_time.
+        gap = " " * 17
+        timing = f"start_time:{start} end_time:{end}"
+        log(f"i:{index} device_{device} throughput:{throughput}{gap}{timing}")
+    log(f"summary throughput:{sum(r[2] for r in results)}")
+    return 0
+
+
+def run(args: argparse.Namespace, device: int, report: bool = False):
+    def done(code: int, throughput: float = 0.0):
+        return (code, throughput) if report else code
 
     log("acl init success")
-    if (
-        os.environ.get("PCB_DOUBLE_CHECK_DEVICES") == "1"
-        and not Path(f"/dev/davinci{args.device}").exists()
-    ):
-        return error(f"open device {args.device} failed")
-    log(f"open device {args.device} success")
+    chips = visible_chips()
+    if chips is not None and not 0 <= device < chips:
+        return done(error(f"open device {device} failed"))
+    log(f"open device {device} success")
     header, onnx = load_om(Path(args.model))
     log(f"load model {args.model} success")
     import onnxruntime
@@ -103,7 +164,7 @@ def main() -> int:
     if dims[0] == -1:
         gears = [int(g) for g in (header.get("dynamic_batch_size") or "").split(",") if g]
         if args.dymBatch not in gears:
-            return error(f"dymBatch {args.dymBatch} is not one of the model's gears {gears}")
+            return done(error(f"dymBatch {args.dymBatch} is not one of the model's gears {gears}"))
         dims[0] = args.dymBatch
     batch = dims[0]
     tensor_bytes = int(np.prod(dims)) * 4
@@ -125,10 +186,10 @@ def main() -> int:
         folder = Path(args.input)
         files = natural_sort([str(p) for p in folder.iterdir() if p.suffix.lower() == ".bin"])
         if not files:
-            return error(f"{folder} of input args not find valid file")
+            return done(error(f"{folder} of input args not find valid file"))
         file_bytes = os.path.getsize(files[0])
         if file_bytes == 0 or tensor_bytes % file_bytes != 0:
-            return error(f"arg0 tensorsize: {tensor_bytes} filesize: {file_bytes} not match")
+            return done(error(f"arg0 tensorsize: {tensor_bytes} filesize: {file_bytes} not match"))
         files_per_batch = tensor_bytes // file_bytes
         batches = [files[i : i + files_per_batch] for i in range(0, len(files), files_per_batch)]
         batches[-1] += [PADDING] * (files_per_batch - len(batches[-1]))
@@ -174,12 +235,16 @@ def main() -> int:
     log(line("NPU_compute_time", npu))
     if show_all:
         log(line("D2H_latency", d2h_s))
-    log(
-        f"throughput 1000*batchsize.mean({batchsize})/NPU_compute_time.mean({npu['mean']}): "
-        f"{throughput}"
-    )
+    inside = os.environ.get("AIS_BENCH_DOUBLE_SUMMARY") == "inside"
+    if inside:
+        log(f"throughput (1000*batchsize/NPU_compute_time): {throughput}")
+    else:
+        log(
+            f"throughput 1000*batchsize.mean({batchsize})/NPU_compute_time.mean({npu['mean']}): "
+            f"{throughput}"
+        )
     log("------------------------------------------------------")
-    if output_prefix is not None:
+    if output_prefix is not None and os.environ.get("AIS_BENCH_DOUBLE_SUMMARY") != "none":
         summary = {
             "filesinfo": {},
             "NPU_compute_time": npu,
@@ -190,10 +255,11 @@ def main() -> int:
             "pid": os.getpid(),
             "args": sys.argv,
         }
-        with open(str(output_prefix) + "_summary.json", "w") as handle:
+        where = output_prefix / "sumary.json" if inside else f"{output_prefix}_summary.json"
+        with open(where, "w") as handle:
             json.dump(summary, handle)
-    log(f"end to reset device is {args.device}")
-    return 0
+    log(f"end to reset device is {device}")
+    return done(0, throughput)
 
 
 if __name__ == "__main__":
