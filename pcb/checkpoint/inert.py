@@ -73,7 +73,7 @@ FUNCTIONS = {
     ("torch.nn.parameter", "Parameter"): "parameter-class",
     ("torch", "Size"): "size",
     ("torch", "device"): "device",
-    # Every module of torch < 1.2 held `_backend`, pickled as this call with no arguments.
+    # Every module before torch 1.3 (pytorch#25342) held `_backend`, pickled as this call.
     ("torch.nn.backends.thnn", "_get_thnn_function_backend"): "thnn-backend",
     # open-reid training checkpoints keep best_top1 as a numpy float64.
     ("numpy.core.multiarray", "scalar"): "numpy-scalar",

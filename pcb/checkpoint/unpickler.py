@@ -43,8 +43,8 @@ class Budget:
         self.limits = limits
         self.operations = 0
 
-    def spend(self) -> None:
-        self.operations += 1
+    def spend(self, count: int) -> None:
+        self.operations += count
         if self.operations > self.limits.pickle_operations:
             raise Refused(
                 f"its pickle runs more than {self.limits.pickle_operations:,} operations "
@@ -111,23 +111,29 @@ class _Machine:
         self.depths: dict[int, tuple[Any, int]] = {}
 
     def run(self, reader: _Reader) -> Any:
+        handlers = _HANDLERS
+        budget, spent, batch = self.budget, 0, 1000
         try:
             for opcode, arg, position in pickletools.genops(reader):
-                self.budget.spend()
-                handler = getattr(self, f"op_{opcode.name}", None)
+                spent += 1
+                if spent == batch:  # counted in batches: this loop is the loader's hot path
+                    budget.spend(spent)
+                    spent = 0
+                handler = handlers.get(opcode.name)
                 if handler is None:
                     raise Refused(
                         f"its pickle uses opcode {opcode.name} (byte {position}), which "
                         "torch.save never writes"
                     )
                 try:
-                    result = handler(arg)
+                    result = handler(self, arg)
                 except (IndexError, KeyError, TypeError, AttributeError) as error:
                     raise Unreadable(
                         f"malformed pickle at byte {position} ({opcode.name}: "
                         f"{type(error).__name__})"
                     ) from None
                 if opcode.name == "STOP":
+                    budget.spend(spent)
                     return result
         except (ValueError, OverflowError) as error:
             # genops' own complaints (unknown opcode, bad text number); they may quote the file.
@@ -384,6 +390,12 @@ class _Machine:
         if cls.kind == "ordered-dict":
             return OrderedDict()
         raise Refused(f"instantiates {cls.qualname}, which torch.save never writes")
+
+
+# Opcode name -> the _Machine method that runs it (op_<NAME>); a name missing here is refused.
+_HANDLERS = {
+    name[len("op_") :]: method for name, method in vars(_Machine).items() if name.startswith("op_")
+}
 
 
 def _arity(function: GlobalRef, args: tuple[Any, ...], *counts: int) -> None:
