@@ -14,6 +14,7 @@ never would (a 4 TB storage, a tensor outside its storage) while every other byt
 
 from __future__ import annotations
 
+import copy
 import copyreg
 import io
 import os
@@ -21,6 +22,7 @@ import pickle
 import struct
 import subprocess
 import tarfile
+import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -351,8 +353,6 @@ def duplicate_zip_entry(marker: Path) -> bytes:
 
 @contextmanager
 def _quiet_duplicates() -> Iterator[None]:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Duplicate name")
         yield
@@ -391,17 +391,36 @@ class FileWriter(nn.Module):
         self.weight = mapped[:2].float()
 
 
+def _jit_save(module: Any) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "switch to torch.export"
+        torch.jit.save(module, buffer)
+    return buffer.getvalue()
+
+
 def torchscript_from_file(marker: Path) -> bytes:
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(FileWriter(str(marker))), buffer)
-    return buffer.getvalue()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "switch to torch.compile"
+        scripted = torch.jit.script(FileWriter(str(marker)))
+    return _jit_save(scripted)
 
 
-def torchscript_with_weights(model: nn.Module, example: torch.Tensor) -> bytes:
+class _WeightsOnly(nn.Module):
+    """Traces in no time whatever it wraps: the archive keeps every parameter anyway."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0
+
+
+def torchscript_with_weights(model: nn.Module) -> bytes:
     """A traced model: a TorchScript archive carrying `model`'s weights under its names."""
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.trace(model, example, check_trace=False), buffer)
-    return buffer.getvalue()
+    holder = copy.deepcopy(model)
+    holder.__class__ = type("Traced" + type(model).__name__, (_WeightsOnly, type(model)), {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(holder, torch.ones(1), check_trace=False)
+    return _jit_save(traced)
 
 
 # --- resources ---------------------------------------------------------------------------------
