@@ -88,7 +88,7 @@ class StorageTable:
         if self.total > self.limits.storage_bytes:
             raise Refused(
                 f"declares {human_bytes(self.total)} of tensor storage, over the loader's limit "
-                f"of {human_bytes(self.limits.storage_bytes)} (PCB_3_7.pt holds about 100 MiB)"
+                f"of {human_bytes(self.limits.storage_bytes)} (PCB's weights take 104 MiB)"
             )
         self.roots[key] = root
         return root

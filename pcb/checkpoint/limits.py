@@ -14,8 +14,8 @@ GIB = 1 << 30
 
 @dataclass(frozen=True)
 class Limits:
-    # PCB_3_7.pt holds about 27 M parameters, ~105 MiB of float32; 1 GiB is ten times that
-    # and a small part of the memory of any machine that runs the pipeline.
+    # PCB holds 27.3 M parameters and buffers, 104 MiB of float32 (the demo checkpoint's
+    # size); 1 GiB is ten times that and a small part of any machine that runs the pipeline.
     storage_bytes: int = GIB
     # The pickle itself (not the tensor data): the demo model's is 70 KB, a legacy file
     # that carries the source of every module class a few hundred KB.
