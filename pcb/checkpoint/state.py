@@ -4,6 +4,7 @@ plain dicts, and the tensors themselves read from their storage bytes.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -107,13 +108,19 @@ def materialise(
     byteorder: str,
     cache: dict[str, torch.Tensor],
 ) -> torch.Tensor:
-    """The tensor `ref` describes, as a view of its storage's bytes (read once per storage)."""
+    """The tensor `ref` describes, as a view of its storage's bytes (read once per storage).
+
+    The view shares the immutable bytes read from the file: it is only read from (copied into
+    the model), so it is not copied once more into writable memory first.
+    """
     storage = ref.storage
     flat = cache.get(storage.key)
     if flat is None:
         raw = read(storage)
         if raw:
-            flat = torch.frombuffer(bytearray(raw), dtype=storage.dtype)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "The given buffer is not writable")
+                flat = torch.frombuffer(raw, dtype=storage.dtype)
         else:
             flat = torch.empty(0, dtype=storage.dtype)
         if byteorder != "little" and storage.dtype.itemsize > 1:

@@ -57,11 +57,12 @@ class _Reader:
     or past the pickle size limit (so a declared length never allocates memory first)."""
 
     def __init__(self, data: Any, start: int, limit: int) -> None:
-        self.data = data
+        self.data = data  # bytes or mmap: slicing either gives bytes
         self.pos = start
         self.start = start
         self.end = len(data)
         self.limit = limit
+        self.bound = min(self.end, start + limit)
 
     def _check(self, stop: int) -> None:
         if stop > self.start + self.limit and self.end > self.start + self.limit:
@@ -73,9 +74,11 @@ class _Reader:
             raise Unreadable(f"the pickle is cut short at byte {self.end}")
 
     def read(self, count: int) -> bytes:
-        self._check(self.pos + count)
-        chunk = bytes(self.data[self.pos : self.pos + count])
-        self.pos += count
+        stop = self.pos + count
+        if stop > self.bound:
+            self._check(stop)
+        chunk = self.data[self.pos : stop]
+        self.pos = stop
         return chunk
 
     def readline(self) -> bytes:
