@@ -23,7 +23,7 @@ from ..model import PCB
 from .archive import Checkpoint, open_checkpoint
 from .inert import TensorRef
 from .limits import LIMITS, Limits, human_bytes
-from .refusal import Refused, RefusedGlobal, Unreadable, clip
+from .refusal import NotAModel, Refused, RefusedGlobal, Unreadable, clip
 from .state import extract, materialise
 from .writer import upstream_pickle_bytes, write_demo_checkpoint
 
@@ -67,7 +67,10 @@ def _message(error: Refused) -> str:
             "cannot read it as a PyTorch checkpoint, it may be truncated or not a checkpoint "
             f"({error}). Expected {EXPECTED}; download it again if it was cut short."
         )
-    return f"{error}; expected {EXPECTED}"
+    if isinstance(error, NotAModel):
+        return f"{error}; expected {EXPECTED}"
+    # Layouts, TorchScript, limits: the reason says what was refused (and any way out).
+    return f"{error}; nothing in it was run"
 
 
 def _strip_data_parallel(state: dict[str, TensorRef]) -> dict[str, TensorRef]:

@@ -17,5 +17,9 @@ class RefusedGlobal(Refused):
     """The pickle names a class or function outside the allow-list; str() is its name."""
 
 
+class NotAModel(Refused):
+    """A well-formed checkpoint of something else; str() says what it holds."""
+
+
 class Unreadable(Refused):
     """Truncated, corrupt or not a checkpoint at all; str() says what was wrong where."""

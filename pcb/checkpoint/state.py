@@ -12,9 +12,7 @@ import torch
 
 from .inert import ModuleRecord, StorageRef, TensorRef, describe
 from .limits import Limits
-from .refusal import Refused, Unreadable, clip
-
-NOT_A_MODEL = "holds a {kind}, not a model"
+from .refusal import NotAModel, Refused, Unreadable, clip
 
 
 def _named(record: ModuleRecord, field: str, where: str) -> dict[str, Any]:
@@ -99,7 +97,7 @@ def extract(payload: Any, limits: Limits) -> tuple[dict[str, TensorRef], str]:
     state = _tensor_dict(payload)
     if state is not None:
         return state, "state-dict"
-    raise Refused(NOT_A_MODEL.format(kind=describe(payload)))
+    raise NotAModel(f"holds a {describe(payload)}, not a model")
 
 
 def materialise(
