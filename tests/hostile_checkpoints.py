@@ -537,6 +537,20 @@ def deep_dicts_in_state_dict(marker: Path) -> bytes:
     return zip_checkpoint(b"\x80\x02" + body)
 
 
+def _deep_list(depth: int) -> bytes:
+    return b"]" * depth + b"a" * (depth - 1)
+
+
+def legacy_deep_version(marker: Path) -> bytes:
+    # The version pickle a list 100,000 deep: printing it in a message would recurse.
+    return pickle.dumps(MAGIC_NUMBER, protocol=2) + b"\x80\x02" + _deep_list(100_000) + b"."
+
+
+def deep_persistent_id(marker: Path) -> bytes:
+    # A persistent id whose type name is a list 100,000 deep.
+    return zip_checkpoint(b"\x80\x02" + _deep_list(100_000) + b"\x85Q.")
+
+
 def operation_bomb(marker: Path) -> bytes:
     # 1.2 million NONEs in one list: a million small objects for every 1.2 MB of file.
     return zip_checkpoint(b"\x80\x02(" + b"N" * 1_200_000 + b"l.")
@@ -730,6 +744,12 @@ HOSTILE: dict[str, Hostile] = {
     "deep-lists-100k": Hostile(deep_lists, "holds a list, not a model", resource=True),
     "deep-tuples-100k": Hostile(deep_tuples, "nests tuples deeper than 200", resource=True),
     "deep-dicts-100k": Hostile(deep_dicts_in_state_dict, "its state_dict is a dict", resource=True),
+    "legacy-deep-version": Hostile(
+        legacy_deep_version, "legacy format version list, not 1001", resource=True
+    ),
+    "deep-persistent-id": Hostile(
+        deep_persistent_id, "a persistent id whose type is a list", resource=True
+    ),
     "operation-bomb": Hostile(operation_bomb, "more than 1,000,000 operations", resource=True),
     "declared-length-bomb": Hostile(declared_length_bomb, "cut short", resource=True),
     "oversized-pickle-zip": Hostile(

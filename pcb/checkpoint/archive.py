@@ -98,7 +98,11 @@ def _typename(persistent_id: Any) -> str:
     if not isinstance(persistent_id, tuple) or not persistent_id:
         raise Unreadable(f"a persistent id that is a {describe(persistent_id)}")
     name = persistent_id[0]
-    return name.decode("ascii", "replace") if isinstance(name, bytes) else str(name)
+    if isinstance(name, bytes):
+        return name.decode("ascii", "replace")
+    if not isinstance(name, str):
+        raise Unreadable(f"a persistent id whose type is a {describe(name)}")
+    return name
 
 
 @contextmanager
@@ -240,7 +244,8 @@ def _read_legacy(data: Any, limits: Limits) -> Checkpoint:
         raise Unreadable("no torch.save magic number at the start: not a PyTorch checkpoint")
     version, position = unpickle(data, position, budget)
     if type(version) is not int or version != PROTOCOL_VERSION:
-        raise Unreadable(f"legacy format version {clip(str(version), 20)}, not {PROTOCOL_VERSION}")
+        shown = version if type(version) is int and abs(version) < 10**9 else describe(version)
+        raise Unreadable(f"legacy format version {shown}, not {PROTOCOL_VERSION}")
     system, position = unpickle(data, position, budget)
     if not isinstance(system, dict) or system.get("little_endian") is not True:
         raise Refused(

@@ -113,20 +113,28 @@ def resolve_global(module: Any, name: Any) -> GlobalRef:
     raise RefusedGlobal(clip(f"{module}.{name}"))
 
 
-@dataclass(eq=False)
+# Records compare by identity and print only their kind: their state comes from the file and
+# may be nested deeper than any repr could follow.
+@dataclass(eq=False, repr=False)
 class ModuleRecord:
     """A pickled torch module: its class name and the `__dict__` BUILD gave it."""
 
     qualname: str
     state: dict[Any, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return f"<ModuleRecord {self.qualname}>"
 
-@dataclass(eq=False)
+
+@dataclass(eq=False, repr=False)
 class OpaqueRecord:
     """Something a checkpoint may carry that PCB never reads (a device, a numpy scalar)."""
 
     what: str
     state: Any = None
+
+    def __repr__(self) -> str:
+        return f"<OpaqueRecord {self.what}>"
 
 
 @dataclass(frozen=True)
