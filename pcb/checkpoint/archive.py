@@ -2,9 +2,9 @@
 
 - zip (torch >= 1.6): `<archive>/data.pkl` is the pickle, `<archive>/data/<key>` the bytes
   of each storage, plus a few small records (`version`, `byteorder`, ...).
-- legacy stream (torch < 1.6, so PCB_3_7.pt): five pickles in a row (magic number, protocol
-  version, system info, the object, the list of storage keys), then each storage as an
-  8-byte little-endian element count and its bytes, in the order of that list.
+- legacy stream (torch < 1.6, and so most likely PCB_3_7.pt): five pickles in a row (magic
+  number, protocol version, system info, the object, the list of storage keys), then each
+  storage as an 8-byte little-endian element count and its bytes, in the order of that list.
 
 The layouts are those of `_save` and `_legacy_save` in torch/serialization.py. Anything else
 is refused before a pickle is read: TorchScript archives (their loader runs the code they
