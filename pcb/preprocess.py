@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -13,6 +13,8 @@ from tqdm import tqdm
 
 from .constants import INPUT_BYTES, INPUT_HEIGHT, INPUT_SHAPE, INPUT_WIDTH, MEAN, SPLITS, STD
 from .dataset import ImageRecord, describe, find_market_root, load_market
+from .digest import DigestStore, bytes_digest, digest_store
+from .digest_records import SplitDigests, bins_record_path, check_files, describe_redo
 from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_text
 from .layout import RunLayout
@@ -62,10 +64,12 @@ def preprocess_image(path: Path) -> np.ndarray:
 
 # One image to convert: (JPEG, bin, skip it when unreadable instead of failing).
 Task = tuple[Path, Path, bool]
+# A bin written: its path, the digest of its bytes, its stat right after the write.
+Written = tuple[Path, str, os.stat_result]
 SKIP_HINT = "; or pass --skip-bad-images to leave unreadable images out (they are listed)"
 
 
-def _convert(task: Task) -> SkippedImage | None:
+def _convert(task: Task) -> SkippedImage | Written:
     """Write one bin; an unreadable image is returned when skipped, else raises."""
     source, target, skip_bad = task
     try:
@@ -75,8 +79,10 @@ def _convert(task: Task) -> SkippedImage | None:
             return SkippedImage(source.name, str(error))
         raise PcbError(f"{error}{SKIP_HINT}") from None
     # The array's own buffer (C-contiguous float32, native order): no 590 KB bytes copy.
-    atomic_write_bytes(target, memoryview(chw))
-    return None
+    data = memoryview(chw).cast("B")
+    atomic_write_bytes(target, data)
+    # Hashed here, in the worker, from the bytes written: the bin is never read back.
+    return target, bytes_digest(data), os.stat(target)
 
 
 def _check_no_strays(bins_dir: Path, records: Sequence[ImageRecord]) -> None:
@@ -100,11 +106,25 @@ def _remove_stale_temps(bins_dir: Path) -> None:
         temp.unlink(missing_ok=True)
 
 
-def _is_done(target: Path) -> bool:
-    try:
-        return target.stat().st_size == INPUT_BYTES
-    except FileNotFoundError:
-        return False
+def _reuse_bins(
+    bins_dir: Path,
+    records: Sequence[ImageRecord],
+    digests: SplitDigests,
+    store: DigestStore,
+) -> tuple[list[ImageRecord], dict[str, str], list[str]]:
+    """The images whose bin must be made (again), every image's digest by bin name, and
+    what to tell the user about bins made again for a reason other than being missing.
+
+    A bin is kept only when it has the digest recorded when it was written and was made
+    from an image with the digest that image has now.
+    """
+    stats = [(r.path, os.stat(r.path)) for r in records]
+    images = {f"{r.stem}.bin": d for r, d in zip(records, store.digests(stats))}
+    reuse = check_files(digests, list(images), images, INPUT_BYTES, store)
+    digests.keep_only(set(reuse.kept))
+    todo = set(reuse.pending)
+    pending = [r for r in records if f"{r.stem}.bin" in todo]
+    return pending, images, describe_redo(bins_dir.name, reuse, "bin", "image")
 
 
 def info_text(layout: RunLayout, split: str, records: Sequence[ImageRecord]) -> str:
@@ -121,22 +141,31 @@ def info_text(layout: RunLayout, split: str, records: Sequence[ImageRecord]) -> 
     return "".join(lines)
 
 
-def _run_tasks(tasks: list[Task], workers: int, bar: tqdm) -> list[SkippedImage]:
+def _run_tasks(
+    tasks: list[Task], workers: int, bar: tqdm, written: Callable[[Written], None]
+) -> list[SkippedImage]:
     skipped = []
     if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            result = _convert(task)
-            if result is not None:
-                skipped.append(result)
+        results: Iterable[SkippedImage | Written] = map(_convert, tasks)
+        for result in results:
+            _collect(result, skipped, written)
             bar.update(1)
         return skipped
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
     with get_context().Pool(processes=workers) as pool:
         for result in pool.imap_unordered(_convert, tasks, chunksize=chunksize):
-            if result is not None:
-                skipped.append(result)
+            _collect(result, skipped, written)
             bar.update(1)
     return skipped
+
+
+def _collect(
+    result: SkippedImage | Written, skipped: list[SkippedImage], written: Callable[[Written], None]
+) -> None:
+    if isinstance(result, SkippedImage):
+        skipped.append(result)
+    else:
+        written(result)
 
 
 def preprocess_split(
@@ -156,15 +185,26 @@ def preprocess_split(
     bins_dir.mkdir(parents=True, exist_ok=True)
     _check_no_strays(bins_dir, records)
     _remove_stale_temps(bins_dir)
-    tasks = [
-        (r.path, bins_dir / f"{r.stem}.bin", skip_bad_images)
-        for r in records
-        if not _is_done(bins_dir / f"{r.stem}.bin")
-    ]
+    store = digest_store(layout.root)
+    digests = SplitDigests.load(bins_record_path(layout, split))
+    pending, images, redone = _reuse_bins(bins_dir, records, digests, store)
+    for line in redone:
+        print(line)
+    # Before any bin is rewritten: no entry may vouch for a bin about to be replaced.
+    digests.write()
+    tasks = [(r.path, bins_dir / f"{r.stem}.bin", skip_bad_images) for r in pending]
     done = len(records) - len(tasks)
     if done and not quiet:
         state = "nothing to do" if not tasks else f"resuming with {len(tasks):,}"
         print(f"{split}: {done:,} of {len(records):,} images already preprocessed, {state}")
+
+    def written(result: Written) -> None:
+        path, digest, stat = result
+        digests.put(path.name, digest, images[path.name])
+        store.remember(path, digest, stat=stat)
+        if digests.flush():
+            store.save()
+
     info = layout.info_path(split)
     if tasks:
         # The info file marks a complete split: never leave an old one beside missing bins,
@@ -180,7 +220,9 @@ def preprocess_split(
         disable=quiet or not tasks,
         leave=False,
     ) as bar:
-        skipped = _run_tasks(tasks, processes, bar)
+        skipped = _run_tasks(tasks, processes, bar, written)
+    digests.write()
+    store.save()
     left_out = {image.stem for image in skipped}
     kept = [r for r in records if r.stem not in left_out]
     if not kept:
