@@ -53,7 +53,7 @@ class SplitDigests:
     files: dict[str, tuple[str, str]] = field(default_factory=dict)
     model: str | None = None
     _written: str = ""
-    _flushed: float = 0.0
+    _flushed: float | None = None  # monotonic time of the last write; None: never
 
     @classmethod
     def load(cls, path: Path) -> SplitDigests:
@@ -101,7 +101,7 @@ class SplitDigests:
 
     def flush(self) -> bool:
         """Write it when FLUSH_S passed since the last write; True when it did."""
-        if time.monotonic() - self._flushed < FLUSH_S:
+        if self._flushed is not None and time.monotonic() - self._flushed < FLUSH_S:
             return False
         self.write()
         return True

@@ -630,7 +630,8 @@ class ManifestView:
         shown = relative or str(path)
         if not same_input(described, {"fingerprint": current}):
             detail = self._detail(shown, recorded, path)
-            return f"its input {name} ({shown}) changed since stage {key} read it{detail}"
+            where = "" if shown == name else f" ({shown})"
+            return f"its input {name}{where} changed since stage {key} read it{detail}"
         if inside:
             run_relative = relative or path.resolve().relative_to(self.root.resolve()).as_posix()
             for owner, _entry in self.owners(run_relative):
