@@ -43,22 +43,34 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
-def _walk(folder: Path, prefix: str = "") -> Iterator[tuple[str, Path, os.stat_result]]:
+def _walk(
+    folder: Path, prefix: str = ""
+) -> Iterator[tuple[str, Path, list[tuple[str, os.stat_result]]]]:
+    """(relative prefix, folder, its files with their stat) for `folder` and every folder
+    under it; temporary and bookkeeping files left out."""
+    files = []
+    below = []
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name in BOOKKEEPING or is_temp_name(entry.name):
                 continue
             if entry.is_dir(follow_symlinks=False):
-                yield from _walk(Path(entry.path), f"{prefix}{entry.name}/")
+                below.append(entry.name)
             else:
-                yield f"{prefix}{entry.name}", Path(entry.path), entry.stat()
+                files.append((entry.name, entry.stat()))
+    yield prefix, folder, files
+    for name in below:
+        yield from _walk(folder / name, f"{prefix}{name}/")
 
 
 def tree_listing(folder: Path, store: DigestStore) -> Listing:
     """Every file under `folder` (temporary and bookkeeping files left out): size, digest."""
-    files = list(_walk(Path(folder)))
-    digests = store.digests([(path, stat) for _, path, stat in files])
-    return {name: (stat.st_size, d) for (name, _, stat), d in zip(files, digests)}
+    listing: Listing = {}
+    for prefix, directory, files in _walk(Path(folder)):
+        digests = store.folder_digests(directory, files)
+        for (name, stat), digest in zip(files, digests):
+            listing[prefix + name] = (stat.st_size, digest)
+    return listing
 
 
 def listing_digest(listing: Mapping[str, tuple[int, str]]) -> str:
