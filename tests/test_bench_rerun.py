@@ -25,7 +25,7 @@ def test_md5_cache_hits_and_misses(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     digest_store(tmp_path).save()
     assert not (tmp_path / CACHE_DIR).exists()  # too fresh to remember (racy)
     monkeypatch.setattr("pcb.digest.RACY_NS", 0)  # as if the change were long ago
-    digest_store(tmp_path)._folders.clear()  # a new process: nothing hashed yet
+    monkeypatch.setattr("pcb.digest._STORES", {})  # a new process: nothing hashed yet
     assert cached_md5(path, tmp_path) == file_md5(path)
     digest_store(tmp_path).save()
     assert any((tmp_path / CACHE_DIR).glob("*.json"))
