@@ -440,6 +440,18 @@ def report(
         raise Exit(f"error: {error}", code=1) from None
 
 
+@task(help=_help("run", "demo", *STAGE_FLAGS, quiet="no notes when everything matches"))
+def verify(c, run=None, demo=False, quiet=False, local=False, print_docker=False):
+    """Read every file of the run again and check it against its manifest.json; exit 1
+    naming each file that differs (file, stage, expected and found digest)."""
+    try:
+        settings = _settings(c, run=run, demo=demo, local=local, quiet=quiet)
+        args = ("--run", settings.run_dir, *(("--quiet",) if settings.quiet else ()))
+        _execute(settings, [StageCall("verify", "runtime", args)], print_docker)
+    except PcbError as error:
+        raise Exit(f"error: {error}", code=1) from None
+
+
 @task(
     help=_help(
         "demo",

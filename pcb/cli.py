@@ -317,6 +317,12 @@ def cmd_import_results(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_verify(args: argparse.Namespace) -> None:
+    from .verify import run_verify
+
+    run_verify(args.run, quiet=args.quiet)
+
+
 def threshold_arg(text: str) -> float:
     try:
         value = float(text)
@@ -573,12 +579,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     report.set_defaults(func=cmd_report)
+
+    verify = stages.add_parser(
+        "verify",
+        help="read every file of a run again and check it against manifest.json; exit 1 "
+        "naming each mismatch",
+    )
+    _add_run(verify)
+    verify.add_argument("--quiet", action="store_true", help="no notes on a clean run")
+    verify.set_defaults(func=cmd_verify)
     # TensorRT stages (trt-calibrate, trt-perf, trt-infer): parsers and cmd_ functions live in
     # pcb/tensorrt/cli.py, so `python -m pcb.tensorrt` and the tests use the very same ones.
     from .tensorrt.cli import register as register_tensorrt
 
     register_tensorrt(stages)
     return parser
+
+
+UNRECORDED = frozenset({"verify"})
 
 
 def _wants_force(args: argparse.Namespace) -> bool:
@@ -631,7 +649,8 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Non
     from .stage_plans import report_folder, stage_plan
 
     func: Callable[[argparse.Namespace], None] = args.func
-    plan = stage_plan(args)
+    # verify reads the manifest; recording it there would change what it checks.
+    plan = None if args.stage in UNRECORDED else stage_plan(args)
     if plan is None:
         if args.stage == "report":
             _report_locked(func, args)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .constants import INPUT_NAME, INPUT_SHAPE, OPSET, OUTPUT_NAME
-from .digest import cached_md5
+from .digest import bytes_digest, cached_md5, digest_store
 from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_json, read_json
 from .layout import RunLayout
@@ -108,6 +108,18 @@ def parity_max_abs_diff(model: PCB, data: bytes, seed: int = 0) -> float:
     return float(np.abs(actual - expected).max())
 
 
+def _write_model(path: Path, data: bytes, layout: RunLayout) -> str:
+    """Write a model and remember its digests from the bytes written; returns its md5.
+
+    The manifest and the next stages then find the model's digests in the run's cache
+    instead of reading back 100 MB.
+    """
+    atomic_write_bytes(path, data)
+    md5 = hashlib.md5(data).hexdigest()
+    digest_store(layout.root).remember(path, bytes_digest(data), md5)
+    return md5
+
+
 def current_export(
     checkpoint: Path,
     layout: RunLayout,
@@ -194,15 +206,15 @@ def export_onnx(
         static_data = onnx_bytes(loaded.model, batch_size=batch_size, opset=opset)
         path = layout.static_onnx_path(batch_size)
         check_onnx(static_data, str(path))
-        atomic_write_bytes(path, static_data)
+        _write_model(path, static_data, layout)
         static[str(batch_size)] = path.name
-    atomic_write_bytes(layout.onnx_path, data)
+    onnx_md5 = _write_model(layout.onnx_path, data, layout)
     record = ExportRecord(
         checkpoint=str(checkpoint),
         checkpoint_md5=loaded.md5,
         checkpoint_format=loaded.format,
         onnx=layout.onnx_path.name,
-        onnx_md5=hashlib.md5(data).hexdigest(),
+        onnx_md5=onnx_md5,
         opset=opset,
         max_abs_diff=diff,
         static_models=static,

@@ -22,7 +22,14 @@ from .constants import (
     INPUT_SHAPE,
     SPLITS,
 )
-from .digest import cached_md5
+from .digest import bytes_digest, cached_md5, digest_store
+from .digest_records import (
+    SplitDigests,
+    bins_record_path,
+    check_files,
+    describe_redo,
+    dumps_record_path,
+)
 from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_json, read_json
 from .layout import RunLayout
@@ -90,8 +97,7 @@ def backend_model(engine: Backend, layout: RunLayout, quiet: bool = False) -> Pa
     return model_path
 
 
-def load_bin(path: Path) -> np.ndarray:
-    """One preprocessed image, 3 x 384 x 128 float32; any other size is a broken file."""
+def _check_bin_size(path: Path) -> None:
     if not path.is_file():
         raise PcbError(f"preprocessed image not found: {path}; re-run `pcb preprocess`")
     size = path.stat().st_size
@@ -100,6 +106,11 @@ def load_bin(path: Path) -> np.ndarray:
             f"{path} holds {size} bytes, expected {INPUT_BYTES} (3 x 384 x 128 float32); "
             "re-run `pcb preprocess`"
         )
+
+
+def load_bin(path: Path) -> np.ndarray:
+    """One preprocessed image, 3 x 384 x 128 float32; any other size is a broken file."""
+    _check_bin_size(path)
     return np.fromfile(path, dtype=np.float32).reshape(INPUT_SHAPE)
 
 
@@ -117,6 +128,73 @@ def infer_record_path(layout: RunLayout, backend: str, split: str) -> Path:
 
 def _dump_complete(path: Path) -> bool:
     return path.is_file() and path.stat().st_size == FEATURE_BYTES
+
+
+def bin_digests(
+    layout: RunLayout, split: str, stems: Sequence[str], check_size: bool = True
+) -> dict[str, str]:
+    """Each bin's digest by stem, checked against what preprocess recorded writing.
+
+    A bin that no longer matches was changed after preprocessing: features made from it
+    would be silently wrong, so inference refuses and names it. Bins without any record
+    (made by an older pcb) are taken as they are. `check_size=False` leaves the size to the
+    tool (ais_bench explains a size that does not fit the model better than a count could).
+    """
+    store = digest_store(layout.root)
+    recorded = SplitDigests.load(bins_record_path(layout, split))
+    bins_dir = layout.bins_dir(split)
+    digests: dict[str, str] = {}
+    changed: list[str] = []
+    for stem in stems:
+        path = bins_dir / f"{stem}.bin"
+        if check_size:
+            _check_bin_size(path)
+        digests[stem] = store.digest(path)
+        entry = recorded.files.get(path.name)
+        if recorded.files and (entry is None or entry[0] != digests[stem]):
+            expected = entry[0] if entry else "none recorded"
+            changed.append(f"{path.name} (expected {expected}, found {digests[stem]})")
+    if changed:
+        more = f"; and {len(changed) - 5} more" if len(changed) > 5 else ""
+        shown = "; ".join(changed[:5]) + more
+        count = "1 bin in {} does" if len(changed) == 1 else f"{len(changed)} bins in {{}} do"
+        raise PcbError(
+            f"{count.format(bins_dir)} not match the digest preprocess recorded "
+            f"in {recorded.path.name}: {shown}. They changed after preprocessing; run "
+            "`pcb preprocess` again (it redoes them), then infer"
+        )
+    return digests
+
+
+def pending_dumps(
+    layout: RunLayout,
+    backend: str,
+    split: str,
+    stems: Sequence[str],
+    model_md5: str,
+    quiet: bool = False,
+) -> list[str]:
+    """The stems whose dump must be made (again).
+
+    A dump is kept only while it has the digest recorded when it was written, by this model,
+    from a bin with the digest that bin has now. The split's digest record is rewritten
+    without the others before any is remade, and the reasons are printed.
+    """
+    store = digest_store(layout.root)
+    record = SplitDigests.load(dumps_record_path(layout, backend, split))
+    if record.model != model_md5:
+        record.files.clear()
+        record.model = model_md5
+    bins = bin_digests(layout, split, stems)
+    names = {f"{stem}_0.bin": stem for stem in stems}
+    sources = {name: bins[stem] for name, stem in names.items()}
+    reuse = check_files(record, list(names), sources, FEATURE_BYTES, store)
+    for line in describe_redo(split, reuse, "dump", "bin"):
+        print(line)
+    record.keep_only(set(reuse.kept))
+    record.write()
+    store.save()
+    return [names[name] for name in reuse.pending]
 
 
 def _batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
@@ -150,6 +228,8 @@ def run_inference(
     # Check every input before any work, so a missing split fails in seconds, not after query.
     stems_by_split = {split: read_stems(layout.info_path(split)) for split in SPLITS}
     require_model(layout)
+    for split, stems in stems_by_split.items():
+        bin_digests(layout, split, stems)  # a bin changed since preprocessing: refused now
     engine = create_backend(backend)
     # The md5 of the file the backend runs (the int8 copy for the int8 backend), so dumps are
     # redone when that model changes.
@@ -168,7 +248,7 @@ def run_inference(
                 print(f"{split}: model changed since the last run, recomputing every dump")
             for old in layout.dumps_dir(backend, split).glob("*.bin"):
                 old.unlink()
-        pending = [s for s in stems if not _dump_complete(dump_path(layout, backend, split, s))]
+        pending = pending_dumps(layout, backend, split, stems, model_md5, quiet)
         counts[split] = len(stems)
         if not pending and previous.get("complete"):
             if not quiet:  # finished earlier; keep that run's timing
@@ -213,10 +293,16 @@ def infer_recorded(
     complete with the timing."""
     record_path = infer_record_path(layout, backend, split)
     atomic_write_json(record_path, record)
+    digests = SplitDigests.load(dumps_record_path(layout, backend, split))
+    if digests.model != record.get("model_md5"):
+        digests.files.clear()
+        digests.model = record.get("model_md5")
     start = time.perf_counter()
     if pending:
-        _infer_split(engine, layout, backend, split, pending, batch_size, quiet)
+        _infer_split(engine, layout, backend, split, pending, batch_size, quiet, digests)
     wall = time.perf_counter() - start
+    digests.write()
+    digest_store(layout.root).save()
     record.update(
         complete=True,
         finished=utc_now(),
@@ -235,23 +321,34 @@ def _infer_split(
     stems: Sequence[str],
     batch_size: int,
     quiet: bool,
+    digests: SplitDigests,
 ) -> None:
+    """Write each dump and record its digest with the digest of the bin it came from."""
     bins_dir = layout.bins_dir(split)
+    store = digest_store(layout.root)
     with tqdm(
         total=len(stems), desc=f"{backend} {split}", unit="img", disable=quiet or not stems
     ) as progress:
         for chunk in _batches(stems, batch_size):
-            batch = np.stack([load_bin(bins_dir / f"{stem}.bin") for stem in chunk])
-            features = engine.run(batch)
+            inputs = [load_bin(bins_dir / f"{stem}.bin") for stem in chunk]
+            # The bytes actually read: the dump's record names what it was made from.
+            sources = [bytes_digest(memoryview(array).cast("B")) for array in inputs]
+            features = engine.run(np.stack(inputs))
             if features.shape[0] != len(chunk) or features[0].nbytes != FEATURE_BYTES:
                 raise PcbError(
                     f"backend {backend} returned features of shape {features.shape} for "
                     f"{len(chunk)} images, expected {len(chunk)} x 2048 x 6 x 1 float32"
                 )
-            for stem, feature in zip(chunk, features):
+            for stem, feature, source in zip(chunk, features, sources):
                 data = np.ascontiguousarray(feature, dtype=np.float32).tobytes()
+                path = dump_path(layout, backend, split, stem)
                 # Synced together before the stage is recorded complete (pcb.fileio).
-                atomic_write_bytes(dump_path(layout, backend, split, stem), data, durable=False)
+                atomic_write_bytes(path, data, durable=False)
+                digest = bytes_digest(data)
+                digests.put(path.name, digest, source)
+                store.remember(path, digest)
+            if digests.flush():
+                store.save()
             progress.update(len(chunk))
 
 

@@ -3,24 +3,25 @@
 A benchmark figure is only as good as the stage that made it, so every stage run through the
 command line is recorded here (pcb/cli.py runs them all through `run_recorded`, one place):
 
-- inputs, each with a fingerprint: an md5 of the content for a checkpoint or a model
-  (cached per file identity by pcb.digest), size + mtime of every file for a folder such as
-  the dataset's splits or the bins (a 19,000-image tree is fingerprinted in a fraction of a
-  second, hashing it would take a minute);
+- inputs, each with a content fingerprint (pcb.fingerprint): the checkpoint, the model, the
+  dataset's two splits image by image, the bins, the dumps;
 - the options, the host, the pcb and library versions and the image (when in a container);
 - per stage: status (running, complete, failed), start and end time, the error of a failed
-  run, and a fingerprint of every output.
+  run, and a content fingerprint of every output.
+
+Fingerprints are by content (BLAKE2b), read from the run's digest cache (pcb.digest) so that
+an unchanged 19,000-file folder costs one stat per file, not 11 GB of reading.
 
 A stage is skipped only when its last run is recorded complete, with the same inputs and
 options, and every output still matches its fingerprint; --force runs it again. The report
-takes figures only from files that a complete stage wrote and that are unchanged since.
+takes figures only from files that a complete stage wrote and that are unchanged since, from
+stages whose inputs, and the stages that made those inputs, are unchanged too (ManifestView).
 A stage killed outright stays "running": the lock file says nobody runs it any more, and
 the next run of the stage resumes it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shutil
@@ -32,21 +33,27 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .digest import CACHE_DIR, digest_store, save_stores
 from .errors import PcbError
-from .fileio import atomic_write_json, disk_full_message, file_md5, is_disk_full, read_json
+from .fileio import atomic_write_json, disk_full_message, is_disk_full, read_json
+from .fingerprint import (
+    BOOKKEEPING,
+    MANIFEST_NAME,
+    FileChange,
+    dataset_fingerprint,
+    fingerprint,
+    is_temp_name,
+    prune_listings,
+    same_fingerprint,
+    tree_changes,
+    tree_fingerprint,
+)
 from .layout import RunLayout
 from .provenance import host_name, utc_now
-from .runlock import LOCK_NAME, RunLock
+from .runlock import RunLock
 
 SCHEMA = 1
-MANIFEST_NAME = "manifest.json"
 RUNNING, COMPLETE, FAILED = "running", "complete", "failed"
-# Files of the run folder that are bookkeeping, not any stage's output.
-BOOKKEEPING = frozenset({MANIFEST_NAME, LOCK_NAME, ".md5-cache.json"})
-# Files a model or checkpoint is recognised by: fingerprinted by content, not by mtime.
-CONTENT_SUFFIXES = (".pt", ".pth", ".onnx", ".om", ".engine", ".plan", ".json", ".info")
-# Content-hash small files of any kind: cheaper than explaining why they are not.
-SMALL_FILE = 1 << 20
 # Where stage records live: files directly in these folders of a run (not the per-image
 # bins and dumps, which are fingerprinted as trees). Used to see what a stage changed.
 RECORD_FOLDERS = (".", "model", "model/om", "bins", "eval", "perf")
@@ -54,103 +61,15 @@ RECORD_FOLDERS = (".", "model", "model/om", "bins", "eval", "perf")
 VERSIONS = ("numpy", "pillow", "onnxruntime", "onnx", "torch", "tensorrt", "ais_bench")
 IMAGE_ENV = ("PCB_IMAGE", "PCB_IMAGE_ID")
 
-
-def is_temp_name(name: str) -> bool:
-    """A temporary file of pcb.fileio (`.<name>.<random>.tmp`) or a tool's `.<name>.tmp`."""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-# ---------------------------------------------------------------- fingerprints
-
-
-def tree_fingerprint(folder: Path) -> dict[str, Any]:
-    """Every file under `folder`: count, bytes, and an md5 over (relative path, size, mtime).
-
-    Cheap (one stat per file) and sensitive to any file added, removed, resized or touched.
-    Temporary files and the run's bookkeeping files are left out: they are nobody's output.
-    """
-    lines: list[str] = []
-    total = 0
-
-    def walk(directory: Path, prefix: str) -> None:
-        nonlocal total
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name in BOOKKEEPING or is_temp_name(entry.name):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    walk(Path(entry.path), f"{prefix}{entry.name}/")
-                else:
-                    stat = entry.stat()
-                    total += stat.st_size
-                    lines.append(f"{prefix}{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n")
-
-    walk(folder, "")
-    lines.sort()
-    # surrogateescape: a file name that is not UTF-8 is hashed as its bytes, not a crash.
-    digest = hashlib.md5("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
-    return {"kind": "tree", "files": len(lines), "bytes": total, "digest": digest}
-
-
-def file_fingerprint(path: Path, run_root: Path | None) -> dict[str, Any]:
-    """A file's size and, for models, checkpoints, records and small files, its md5."""
-    stat = path.stat()
-    result: dict[str, Any] = {"kind": "file", "bytes": stat.st_size}
-    if stat.st_size <= SMALL_FILE:
-        result["md5"] = file_md5(path)
-    elif path.suffix in CONTENT_SUFFIXES:
-        result["md5"] = _cached_md5(path, run_root)
-    else:
-        result["mtime_ns"] = stat.st_mtime_ns
-    return result
-
-
-def _cached_md5(path: Path, run_root: Path | None) -> str:
-    try:
-        from .digest import cached_md5
-    except ImportError:  # digest.py is newer than this file in some checkouts
-        return file_md5(path)
-    return cached_md5(path, run_root)
-
-
-def fingerprint(path: Path, run_root: Path | None = None) -> dict[str, Any]:
-    """A file, a folder (tree) or a missing path; never raises for a path that is absent."""
-    path = Path(path)
-    try:
-        if path.is_dir():
-            return tree_fingerprint(path)
-        if path.is_file():
-            return file_fingerprint(path, run_root)
-    except OSError as error:
-        return {"kind": "unreadable", "error": str(error)}
-    return {"kind": "missing"}
-
-
-def same_fingerprint(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
-    if not isinstance(recorded, Mapping):
-        return False
-    keys = ("kind", "bytes", "md5", "digest", "files", "mtime_ns")
-    return all(recorded.get(k) == current.get(k) for k in keys)
-
-
-def dataset_fingerprint(dataset: Path) -> dict[str, Any]:
-    """The two splits the pipeline reads (query/, bounding_box_test/) of a Market-1501 root.
-
-    The other folders of the archive (training images, gt_bbox) are not read by any stage,
-    so touching them is no reason to preprocess again.
-    """
-    from .constants import SPLIT_FOLDERS
-    from .dataset import find_market_root
-
-    try:
-        root = find_market_root(Path(dataset))
-    except PcbError as error:
-        return {"kind": "invalid", "error": str(error)}
-    return {
-        "kind": "dataset",
-        "root": root.name,
-        **{split: fingerprint(root / folder) for split, folder in SPLIT_FOLDERS.items()},
-    }
+__all__ = [
+    "BOOKKEEPING",
+    "MANIFEST_NAME",
+    "dataset_fingerprint",
+    "fingerprint",
+    "is_temp_name",
+    "same_fingerprint",
+    "tree_fingerprint",
+]
 
 
 def same_input(recorded: Any, current: Mapping[str, Any]) -> bool:
@@ -346,7 +265,7 @@ def _fingerprint_outputs(root: Path, names: Sequence[str]) -> dict[str, Any]:
     # Outputs that do not exist (a static model not asked for) are not recorded.
     outputs = {}
     for name in sorted(set(names)):
-        fp = fingerprint(root / name, root)
+        fp = fingerprint(root / name, root, keep=True)
         if fp["kind"] != "missing":
             outputs[name] = fp
     return outputs
@@ -434,8 +353,14 @@ def _describe_inputs(plan: StagePlan, root: Path) -> dict[str, Any]:
     for name, path in plan.inputs.items():
         path = Path(path)
         # The dataset by its two splits only; any other input by its own file or tree.
-        fp = dataset_fingerprint(path) if name == "dataset" else fingerprint(path, root)
+        if name == "dataset":
+            fp = dataset_fingerprint(path, root, keep=True)
+        else:
+            fp = fingerprint(path, root, keep=True)
         described[name] = {"path": str(path), "fingerprint": fp}
+        if _inside(path, root):
+            # Found again where the run is now: a container and the host mount it apart.
+            described[name]["relative"] = path.resolve().relative_to(root.resolve()).as_posix()
     return described
 
 
@@ -457,7 +382,15 @@ def _only_bookkeeping(root: Path) -> bool:
 
 def _save_failure(root: Path, manifest: dict[str, Any]) -> None:
     try:
-        write_manifest(root, manifest)
+        try:
+            write_manifest(root, manifest)
+        except PcbError as error:
+            if not is_disk_full(error.__context__ or error):
+                raise
+            # A full disk: the digest cache only spares reading files again, the record
+            # of the failure is worth more; drop the cache to make room and try again.
+            shutil.rmtree(root / CACHE_DIR, ignore_errors=True)
+            write_manifest(root, manifest)
     except (OSError, PcbError) as error:
         # The stage's own error matters more; the entry stays "running", which the next run
         # and the report read as "not complete" all the same.
@@ -521,6 +454,7 @@ def _run_locked(
     inputs = _describe_inputs(plan, root)
     previous = manifest["stages"].get(plan.key)
     decision = decide(plan, previous, inputs, root)
+    save_stores()
     if decision.skip and not force:
         echo(
             f"{plan.key}: skipped, {decision.reason} with the same inputs and options, and its "
@@ -578,7 +512,10 @@ def _run_locked(
             # Refused before writing anything: leave no folder behind.
             shutil.rmtree(root, ignore_errors=True)
         else:
+            # The failure first: on a full disk the cache (an optimisation) must not take
+            # the room the record of what happened needs.
             _save_failure(root, manifest)
+            save_stores()
         if is_disk_full(error):
             raise PcbError(disk_full_message(root)) from error
         raise
@@ -600,6 +537,7 @@ def _run_locked(
         outputs=_fingerprint_outputs(root, [*declared, *changed, *kept]),
     )
     _hand_over(manifest, plan, entry)
+    save_stores()
     try:
         write_manifest(root, manifest)
     except (OSError, PcbError) as error:
@@ -608,6 +546,7 @@ def _run_locked(
             f"{plan.key} finished but {root / MANIFEST_NAME} could not be updated ({error}); "
             "its outputs are complete, run the same command again to record them"
         ) from None
+    prune_listings(root, manifest)
     return StageRun(plan, layout, False, decision.reason, entry)
 
 
@@ -624,15 +563,29 @@ def _hand_over(manifest: dict[str, Any], plan: StagePlan, entry: Mapping[str, An
 
 # ---------------------------------------------------------------- what the report trusts
 
+# How many changed files a note names before giving the count of the rest.
+NAMED = 3
+
 
 @dataclass
 class ManifestView:
     """A run's manifest as the report reads it: which record files a complete stage vouches
     for. A run without a manifest (an older pcb, or copied without it) vouches for nothing
-    and hides nothing; the report says so."""
+    and hides nothing; the report says so.
+
+    A record is vouched for when the stage that wrote it is complete, the record and every
+    other output of that stage still have their recorded content, every input the stage
+    read is unchanged since, and the same holds for the stages that made those inputs (the
+    evaluation's dumps, their bins, the dataset images, the model, the checkpoint).
+    """
 
     root: Path
     manifest: dict[str, Any] | None
+    # What could not be re-checked, by input name: an input from outside the run that is
+    # not on this host (a run folder copied from another), or a fingerprint of an older pcb.
+    unchecked: dict[str, str] = field(default_factory=dict)
+    _stages: dict[str, str | None] = field(default_factory=dict, repr=False)
+    _fingerprints: dict[tuple[Path, bool], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, root: Path) -> ManifestView:
@@ -656,7 +609,7 @@ class ManifestView:
                 yield key, entry
 
     def problem(self, path: Path) -> str | None:
-        """None when a complete stage wrote `path` and it is unchanged since; else why not."""
+        """None when the figures in `path` still stand (see the class); else why not."""
         if self.manifest is None:
             return None
         relative = Path(path).resolve().relative_to(self.root.resolve()).as_posix()
@@ -671,9 +624,128 @@ class ManifestView:
                 return f"{relative}: stage {key} is recorded {status}{detail}"
         for key, entry in owners:
             for name, fp in (entry.get("outputs") or {}).items():
-                if name == relative and not same_fingerprint(fp, fingerprint(path, self.root)):
+                if name == relative and self._differs(Path(path), fp, name):
                     return f"{relative}: changed since stage {key} wrote it"
+        for key, _entry in owners:
+            why = self.stage_problem(key)
+            if why:
+                return f"{relative}: {why}"
         return None
+
+    def stage_problem(self, key: str, _seen: frozenset[str] = frozenset()) -> str | None:
+        """None when stage `key`'s outputs still stand; else the first reason they do not,
+        found along the stages that made its inputs."""
+        if key not in self._stages:
+            self._stages[key] = self._stage_problem(key, _seen | {key})
+        return self._stages[key]
+
+    def _stage_problem(self, key: str, seen: frozenset[str]) -> str | None:
+        assert self.manifest is not None
+        entry = self.manifest["stages"].get(key)
+        if not isinstance(entry, Mapping):
+            return f"stage {key} is not in {MANIFEST_NAME}"
+        status = entry.get("status")
+        if status != COMPLETE:
+            error = entry.get("error")
+            return f"stage {key} is recorded {status}" + (f" ({error})" if error else "")
+        for name, fp in (entry.get("outputs") or {}).items():
+            if self._differs(self.root / name, fp, name):
+                return f"{name} changed since stage {key} wrote it{self._detail(name, fp)}"
+        for name, described in (entry.get("inputs") or {}).items():
+            why = self._input_problem(key, name, described, seen)
+            if why:
+                return why
+        return None
+
+    def _input_problem(
+        self, key: str, name: str, described: Any, seen: frozenset[str]
+    ) -> str | None:
+        if not isinstance(described, Mapping):
+            return None
+        relative = described.get("relative")
+        path = self.root / relative if relative else Path(str(described.get("path")))
+        inside = bool(relative) or _inside(path, self.root)
+        recorded = described.get("fingerprint") or {}
+        if not inside and not path.exists() and recorded.get("kind") not in ("missing", "invalid"):
+            self.unchecked[name] = f"{path} is not on this host"
+            return None
+        if recorded.get("kind") in ("file", "tree") and "content" not in recorded:
+            self.unchecked[name] = f"{path} was recorded by an older pcb, not by content"
+            return None
+        current = self._fingerprint(path, dataset=recorded.get("kind") == "dataset")
+        shown = relative or str(path)
+        if not same_input(described, {"fingerprint": current}):
+            detail = self._detail(shown, recorded, path)
+            where = "" if shown == name else f" ({shown})"
+            return f"its input {name}{where} changed since stage {key} read it{detail}"
+        if inside:
+            run_relative = relative or path.resolve().relative_to(self.root.resolve()).as_posix()
+            for owner, _entry in self.owners(run_relative):
+                if owner not in seen:
+                    why = self.stage_problem(owner, seen)
+                    if why:
+                        return why
+        return None
+
+    def _fingerprint(self, path: Path, dataset: bool = False) -> dict[str, Any]:
+        memo = (path.resolve(), dataset)
+        if memo not in self._fingerprints:
+            self._fingerprints[memo] = (
+                dataset_fingerprint(path, self.root) if dataset else fingerprint(path, self.root)
+            )
+        return self._fingerprints[memo]
+
+    def _differs(self, path: Path, recorded: Any, name: str) -> bool:
+        if isinstance(recorded, Mapping) and "content" not in recorded:
+            self.unchecked[name] = "recorded by an older pcb, not by content"
+            return False
+        return not same_fingerprint(recorded, self._fingerprint(path))
+
+    def _detail(self, shown: str, recorded: Mapping[str, Any], path: Path | None = None) -> str:
+        """The files that changed, when they can be named: ": a (expected .., found ..)"."""
+        path = path or self.root / shown
+        changes = describe_changes(path, recorded, self.root)
+        if not changes:
+            return ""
+        named = "; ".join(c.describe() for c in changes[:NAMED])
+        more = f"; and {len(changes) - NAMED} more" if len(changes) > NAMED else ""
+        return f": {named}{more}"
+
+
+def describe_changes(
+    path: Path, recorded: Mapping[str, Any], run_root: Path, cached: bool = True
+) -> list[FileChange]:
+    """The files of an input or output that differ from its recorded fingerprint, as far
+    as they can be named (a folder's listing may be gone); `cached=False` reads every file."""
+    from .digest import DigestStore
+    from .fingerprint import dataset_split_folder
+
+    store = digest_store(run_root) if cached else DigestStore(None)
+    kind = recorded.get("kind")
+    if kind == "file":
+        try:
+            found: str | None = store.digest(path) if path.is_file() else None
+        except OSError:
+            found = None
+        expected = recorded.get("digest")
+        return [] if found == expected else [FileChange(path.name, expected, found)]
+    if kind == "tree":
+        return tree_changes(path, recorded, run_root, store) or []
+    if kind == "dataset":
+        changes = []
+        for split in ("query", "gallery"):
+            folder = dataset_split_folder(path, split)
+            split_fp = recorded.get(split)
+            if folder is None or not isinstance(split_fp, Mapping):
+                continue
+            for change in tree_changes(folder, split_fp, run_root, store) or []:
+                changes.append(FileChange(f"{folder.name}/{change.name}", *_pair(change)))
+        return changes
+    return []
+
+
+def _pair(change: FileChange) -> tuple[str | None, str | None]:
+    return change.expected, change.found
 
 
 def _planned(entry: Mapping[str, Any]) -> list[str]:

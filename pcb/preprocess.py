@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -24,6 +24,8 @@ from .dataset import (
     shown_names,
     unusable_message,
 )
+from .digest import DigestStore, bytes_digest, digest_store
+from .digest_records import SplitDigests, bins_record_path, check_files, describe_redo
 from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_text, sync_folder
 from .layout import RunLayout
@@ -168,13 +170,15 @@ def preprocess_image(path: Path) -> np.ndarray:
 
 # One image to convert: (JPEG, bin).
 Task = tuple[Path, Path]
+# A bin written: its path, the digest of its bytes, its stat right after the write.
+Written = tuple[Path, str, os.stat_result]
 SKIP_HINT = (
     "; or pass --skip-bad-images to leave such images out (they are listed in "
     "bins/<split>.skipped.json and named in the report)"
 )
 
 
-def _convert(task: Task) -> SkippedImage | None:
+def _convert(task: Task) -> SkippedImage | Written:
     """Write one bin; an image that cannot be used is returned instead (the caller decides
     whether that skips it or stops the stage)."""
     source, target = task
@@ -183,10 +187,12 @@ def _convert(task: Task) -> SkippedImage | None:
     except UnusableImage as error:
         return SkippedImage(source.name, str(error), error.reason)
     # The array's own buffer (C-contiguous float32, native order): no 590 KB bytes copy.
+    data = memoryview(chw).cast("B")
     # Not synced one by one (an fsync per bin would cost more than the bin): the split's
     # bins are synced together before its .info marks it complete.
-    atomic_write_bytes(target, memoryview(chw), durable=False)
-    return None
+    atomic_write_bytes(target, data, durable=False)
+    # Hashed here, in the worker, from the bytes written: the bin is never read back.
+    return target, bytes_digest(data), os.stat(target)
 
 
 def _check_no_strays(bins_dir: Path, wanted: set[str]) -> None:
@@ -209,11 +215,25 @@ def _remove_stale_temps(bins_dir: Path) -> None:
         temp.unlink(missing_ok=True)
 
 
-def _is_done(target: Path) -> bool:
-    try:
-        return target.stat().st_size == INPUT_BYTES
-    except FileNotFoundError:
-        return False
+def _reuse_bins(
+    bins_dir: Path,
+    records: Sequence[ImageRecord],
+    digests: SplitDigests,
+    store: DigestStore,
+) -> tuple[list[ImageRecord], dict[str, str], list[str]]:
+    """The images whose bin must be made (again), every image's digest by bin name, and
+    what to tell the user about bins made again for a reason other than being missing.
+
+    A bin is kept only when it has the digest recorded when it was written and was made
+    from an image with the digest that image has now.
+    """
+    stats = [(r.path, os.stat(r.path)) for r in records]
+    images = {f"{r.stem}.bin": d for r, d in zip(records, store.digests(stats))}
+    reuse = check_files(digests, list(images), images, INPUT_BYTES, store)
+    digests.keep_only(set(reuse.kept))
+    todo = set(reuse.pending)
+    pending = [r for r in records if f"{r.stem}.bin" in todo]
+    return pending, images, describe_redo(bins_dir.name, reuse, "bin", "image")
 
 
 def info_text(layout: RunLayout, split: str, records: Sequence[ImageRecord]) -> str:
@@ -230,22 +250,31 @@ def info_text(layout: RunLayout, split: str, records: Sequence[ImageRecord]) -> 
     return "".join(lines)
 
 
-def _run_tasks(tasks: list[Task], workers: int, bar: tqdm) -> list[SkippedImage]:
-    skipped = []
+def _run_tasks(
+    tasks: list[Task], workers: int, bar: tqdm, written: Callable[[Written], None]
+) -> list[SkippedImage]:
+    skipped: list[SkippedImage] = []
     if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            result = _convert(task)
-            if result is not None:
-                skipped.append(result)
+        results: Iterable[SkippedImage | Written] = map(_convert, tasks)
+        for result in results:
+            _collect(result, skipped, written)
             bar.update(1)
         return skipped
     chunksize = max(1, min(64, len(tasks) // (workers * 8)))
     with get_context().Pool(processes=workers) as pool:
         for result in pool.imap_unordered(_convert, tasks, chunksize=chunksize):
-            if result is not None:
-                skipped.append(result)
+            _collect(result, skipped, written)
             bar.update(1)
     return skipped
+
+
+def _collect(
+    result: SkippedImage | Written, skipped: list[SkippedImage], written: Callable[[Written], None]
+) -> None:
+    if isinstance(result, SkippedImage):
+        skipped.append(result)
+    else:
+        written(result)
 
 
 def _report_split(
@@ -288,15 +317,25 @@ def preprocess_split(
         bins_dir, {r.stem for r in records} | {Path(u.name).stem for u in listing.unusable}
     )
     _remove_stale_temps(bins_dir)
-    tasks = [
-        (r.path, bins_dir / f"{r.stem}.bin")
-        for r in records
-        if not _is_done(bins_dir / f"{r.stem}.bin")
-    ]
+    store = digest_store(layout.root)
+    digests = SplitDigests.load(bins_record_path(layout, split))
+    pending, images, redone = _reuse_bins(bins_dir, records, digests, store)
+    for line in redone:
+        print(line)
+    # Before any bin is rewritten: no entry may vouch for a bin about to be replaced.
+    digests.write()
+    tasks = [(r.path, bins_dir / f"{r.stem}.bin") for r in pending]
     done = len(records) - len(tasks)
     if done and not quiet:
         state = "nothing to do" if not tasks else f"resuming with {len(tasks):,}"
         print(f"{split}: {done:,} of {len(records):,} images already preprocessed, {state}")
+
+    def written(result: Written) -> None:
+        path, digest, stat = result
+        digests.put(path.name, digest, images[path.name])
+        store.remember(path, digest, stat=stat)
+        if digests.flush():
+            store.save()
     info = layout.info_path(split)
     if tasks:
         # The info file marks a complete split: never leave an old one beside missing bins.
@@ -310,7 +349,10 @@ def preprocess_split(
         disable=quiet or not tasks,
         leave=False,
     ) as bar:
-        failed = _run_tasks(tasks, processes, bar)
+        failed = _run_tasks(tasks, processes, bar, written)
+    # The bins written are recorded whether or not the split completes: a rerun keeps them.
+    digests.write()
+    store.save()
     named = [SkippedImage(u.name, u.message, u.reason) for u in listing.unusable]
     skipped = sorted([*named, *failed], key=lambda image: image.name)
     if skipped and not skip_bad_images:

@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .digest import save_stores
+from .digest_records import is_digest_record
 from .errors import PcbError
 from .fileio import read_json
 from .layout import RunLayout
@@ -175,6 +177,8 @@ def load_run(root: Path, label: str, report_host: str, demo: bool | None = None)
         export = _read(layout.export_record, "export")
     inference: dict[str, dict[str, Any]] = {}
     for path in sorted((layout.root / "dumps").glob("*/*.json")):
+        if is_digest_record(path):
+            continue  # per-image digests, bookkeeping of the infer stage, not a figure
         if trusted(path):
             inference.setdefault(path.parent.name, {})[path.stem] = _read(path, "infer")
 
@@ -228,6 +232,10 @@ def load_run(root: Path, label: str, report_host: str, demo: bool | None = None)
             run.measurements.append(Measurement(record, src))
     run.demo = is_demo(run.evaluations) if demo is None else demo
     run.manifest = view.present
+    if view.unchecked:
+        listed = "; ".join(f"{name}: {why}" for name, why in sorted(view.unchecked.items()))
+        notes.append(f"not re-checked by content ({listed})")
+    save_stores()  # what checking the records hashed, for the next report or stage
     run.skipped_images = _skipped(run.evaluations)
     skipped = describe_skipped(run.skipped_images)
     run.notes = notes + ([skipped] if skipped else [])

@@ -36,6 +36,8 @@ VOLATILE = frozenset(
     }
 )
 BOOKKEEPING = frozenset({"manifest.json", ".pcb.lock", ".md5-cache.json"})
+# The digest cache and folder listings: what a run knows of its files, not what it made.
+STATE_DIR = ".pcb"
 
 
 def pcb(
@@ -114,8 +116,9 @@ def run_files(root: Path) -> dict[str, bytes]:
     their time and speed fields."""
     files = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name not in BOOKKEEPING:
-            files[path.relative_to(root).as_posix()] = _normalised(path, root)
+        relative = path.relative_to(root)
+        if path.is_file() and path.name not in BOOKKEEPING and relative.parts[0] != STATE_DIR:
+            files[relative.as_posix()] = _normalised(path, root)
     return files
 
 

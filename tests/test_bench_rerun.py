@@ -1,15 +1,14 @@
-"""What makes a re-run with nothing changed cheap: export, perf and md5s are not redone."""
+"""What makes a re-run with nothing changed cheap: export, perf and digests are not redone."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pcb.digest import CACHE_NAME, cached_md5
+from pcb.digest import CACHE_DIR, cached_md5, digest_store
 from pcb.fileio import file_md5
 from pcb.layout import RunLayout
 
@@ -19,19 +18,17 @@ from tiny_model import make_tiny_model  # noqa: E402
 from pcb.infer import run_perf  # noqa: E402
 
 
-def _age(path: Path, seconds: float = 10.0) -> None:
-    stat = path.stat()
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - int(seconds * 1e9)))
-
-
-def test_md5_cache_hits_and_misses(tmp_path: Path) -> None:
+def test_md5_cache_hits_and_misses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "model.bin"
     path.write_bytes(b"a" * 1000)
     assert cached_md5(path, tmp_path) == file_md5(path)
-    assert not (tmp_path / CACHE_NAME).exists()  # too fresh to remember (racy)
-    _age(path)
+    digest_store(tmp_path).save()
+    assert not (tmp_path / CACHE_DIR).exists()  # too fresh to remember (racy)
+    monkeypatch.setattr("pcb.digest.RACY_NS", 0)  # as if the change were long ago
+    monkeypatch.setattr("pcb.digest._STORES", {})  # a new process: nothing hashed yet
     assert cached_md5(path, tmp_path) == file_md5(path)
-    assert (tmp_path / CACHE_NAME).exists()
+    digest_store(tmp_path).save()
+    assert any((tmp_path / CACHE_DIR).glob("*.json"))
     path.write_bytes(b"b" * 1000)  # same size, in place: mtime moves on
     assert cached_md5(path, tmp_path) == file_md5(path)
     assert cached_md5(path, None) == file_md5(path)

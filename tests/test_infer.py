@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import pcb.infer
 from pcb.constants import FEATURE_BYTES, INPUT_BYTES
 from pcb.errors import PcbError
 from pcb.fileio import atomic_write_json, read_json
@@ -117,14 +118,25 @@ def test_changed_model_redoes_every_dump(layout: RunLayout) -> None:
     assert read_json(record_path)["inferred"] == SPLIT_SIZES["gallery"]
 
 
-def test_interrupted_redo_leaves_no_old_dump_behind(layout: RunLayout) -> None:
+def test_interrupted_redo_leaves_no_old_dump_behind(
+    layout: RunLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_inference(layout, batch_size=1, threads=1, quiet=True)
     record_path = infer_record_path(layout, "onnxruntime", "gallery")
     atomic_write_json(record_path, {**read_json(record_path), "model_md5": "0" * 32})
     gallery = stems("gallery")
-    (layout.bins_dir("gallery") / f"{gallery[1]}.bin").write_bytes(b"")  # fails mid-split
+    # A read that fails mid-split (every bin is checked before the first batch, so a
+    # damaged file would stop it before anything is redone).
+    load_bin = pcb.infer.load_bin
 
-    with pytest.raises(PcbError):
+    def failing(path: Path) -> np.ndarray:
+        if path.stem == gallery[1]:
+            raise PcbError(f"{path}: read error")
+        return load_bin(path)
+
+    monkeypatch.setattr(pcb.infer, "load_bin", failing)
+
+    with pytest.raises(PcbError, match="read error"):
         run_inference(layout, batch_size=1, threads=1, quiet=True)
 
     assert dump_path(layout, "onnxruntime", "gallery", gallery[0]).is_file()  # new model's

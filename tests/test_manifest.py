@@ -14,6 +14,7 @@ from reliability_helpers import manifest
 
 from pcb.cli import main
 from pcb.demo import write_dataset
+from pcb.digest import file_digest
 from pcb.errors import PcbError
 from pcb.layout import RunLayout
 from pcb.manifest import (
@@ -64,8 +65,10 @@ def test_complete_stage_is_recorded_and_then_skipped(tmp_path: Path, layout: Run
     run_recorded(_plan(tmp_path), layout, _writer(layout, calls), command=["thing"])
     entry = manifest(layout.root)["stages"]["thing"]
     assert entry["status"] == "complete" and entry["options"] == {"size": 3}
-    assert entry["inputs"]["source"]["fingerprint"]["md5"]
-    assert entry["outputs"]["out/thing.txt"]["md5"]
+    source_fp = entry["inputs"]["source"]["fingerprint"]
+    assert source_fp["digest"] == file_digest(tmp_path / "source.txt")
+    assert source_fp["content"] == "blake2b-128"
+    assert entry["outputs"]["out/thing.txt"]["digest"] == file_digest(layout.root / "out/thing.txt")
     assert entry["started"] and entry["finished"] and entry["command"] == ["thing"]
     assert entry["environment"]["versions"]["numpy"]
     assert manifest(layout.root)["inputs"]["source"]["path"] == str(tmp_path / "source.txt")
@@ -75,7 +78,27 @@ def test_complete_stage_is_recorded_and_then_skipped(tmp_path: Path, layout: Run
     assert "thing: skipped" in printed[0] and "--force" in printed[0]
 
 
-@pytest.mark.parametrize("change", ["option", "input", "output-edited", "output-gone", "force"])
+def _rewrite_keeping_mtime(path: Path, text: str) -> None:
+    """Other content of the same size, the old mtime set back: only ctime tells."""
+    stat = path.stat()
+    assert len(text.encode()) == stat.st_size
+    path.write_text(text)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "option",
+        "input",
+        "input-same-size-same-mtime",
+        "output-edited",
+        "output-same-size-same-mtime",
+        "output-gone",
+        "force",
+    ],
+)
 def test_a_stage_runs_again_when_anything_changed(
     change: str, tmp_path: Path, layout: RunLayout
 ) -> None:
@@ -86,6 +109,10 @@ def test_a_stage_runs_again_when_anything_changed(
         plan = _plan(tmp_path, options={"size": 4})
     elif change == "input":
         (tmp_path / "source.txt").write_text("other input")
+    elif change == "input-same-size-same-mtime":
+        _rewrite_keeping_mtime(tmp_path / "source.txt", "INPUT")
+    elif change == "output-same-size-same-mtime":
+        _rewrite_keeping_mtime(layout.root / "out" / "thing.txt", "MADE")
     elif change == "output-edited":
         (layout.root / "out" / "thing.txt").write_text("edited by hand")
     elif change == "output-gone":
@@ -176,7 +203,7 @@ def test_image_and_versions_are_recorded(
     assert env["python"] and env["host"]
 
 
-def test_fingerprints(tmp_path: Path) -> None:
+def test_fingerprints_are_by_content(tmp_path: Path) -> None:
     folder = tmp_path / "tree"
     (folder / "a").mkdir(parents=True)
     (folder / "a" / "x.bin").write_bytes(b"1234")
@@ -184,7 +211,13 @@ def test_fingerprints(tmp_path: Path) -> None:
     assert (first["files"], first["bytes"]) == (1, 4)
     (folder / "a" / ".x.bin.abc.tmp").write_bytes(b"temp")  # a temporary file is nobody's
     assert tree_fingerprint(folder) == first
-    os.utime(folder / "a" / "x.bin", ns=(1, 1))
+    os.utime(folder / "a" / "x.bin", ns=(1, 1))  # touched, not changed: the same content
+    assert tree_fingerprint(folder) == first
+    _rewrite_keeping_mtime(folder / "a" / "x.bin", "1235")
+    assert tree_fingerprint(folder)["digest"] != first["digest"]
+    (folder / "a" / "x.bin").write_bytes(b"1234")
+    assert tree_fingerprint(folder) == first
+    (folder / "a" / "x.bin").rename(folder / "a" / "y.bin")  # the same bytes, another name
     assert tree_fingerprint(folder)["digest"] != first["digest"]
     assert dataset_fingerprint(tmp_path / "nowhere")["kind"] == "invalid"
 

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import FEATURE_BYTES, INPUT_BYTES, SPLITS
+from ..digest import digest_store
+from ..digest_records import SplitDigests, check_files, describe_redo, dumps_record_path
 from ..errors import PcbError
 from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, file_md5, read_json
-from ..infer import infer_record_path, read_stems
+from ..infer import bin_digests, infer_record_path, read_stems
 from ..layout import RunLayout
 from ..provenance import host_name, utc_now
 from .ais_bench import (
@@ -204,19 +206,40 @@ def tool_failure(tool: str, returncode: int, output: str, log_file: Path) -> Pcb
     )
 
 
-def _complete(record_path: Path, model_md5: str, dest: Path, stems: Sequence[str]) -> bool:
-    if not record_path.is_file():
-        return False
+def _complete(
+    layout: RunLayout, key: str, split: str, model_md5: str, stems: Sequence[str], bins: dict
+) -> bool:
+    """The split's dumps are all there, made by this model, each with its recorded digest,
+    from the bins there now. Anything less and ais_bench infers the whole split again (it
+    takes a folder, not a list), saying why when dumps were damaged or bins changed."""
     try:
-        record = read_json(record_path)
+        record = read_json(infer_record_path(layout, key, split))
     except (OSError, ValueError):
         return False
     if not (record.get("complete") and record.get("model_md5") == model_md5):
         return False
-    return all(
-        (dest / dump_name(s)).is_file() and (dest / dump_name(s)).stat().st_size == FEATURE_BYTES
-        for s in stems
-    )
+    digests = SplitDigests.load(dumps_record_path(layout, key, split))
+    if digests.model != model_md5:
+        return False
+    names = {dump_name(s): s for s in stems}
+    sources = {name: bins[stem] for name, stem in names.items()}
+    reuse = check_files(digests, list(names), sources, FEATURE_BYTES, digest_store(layout.root))
+    for line in describe_redo(split, reuse, "dump", "bin"):
+        print(f"{line} (ais_bench infers the whole split again)")
+    return not reuse.pending
+
+
+def _record_digests(
+    layout: RunLayout, key: str, split: str, model_md5: str, stems: Sequence[str], bins: dict
+) -> None:
+    """What ais_bench wrote, by digest, with the digest of the bin each dump came from."""
+    store = digest_store(layout.root)
+    digests = SplitDigests(dumps_record_path(layout, key, split), model=model_md5)
+    for stem in stems:
+        path = layout.dumps_dir(key, split) / dump_name(stem)
+        digests.put(path.name, store.digest(path), bins[stem])
+    digests.write()
+    store.save()
 
 
 def ais_infer(
@@ -236,6 +259,11 @@ def ais_infer(
     stems_by_split = {split: read_stems(layout.info_path(split)) for split in SPLITS}
     inputs_by_split = {
         split: check_bins(layout.bins_dir(split), stems) for split, stems in stems_by_split.items()
+    }
+    # Bins changed since preprocessing are refused here, as by `pcb infer`.
+    bins = {
+        split: bin_digests(layout, split, stems, check_size=False)
+        for split, stems in stems_by_split.items()
     }
     om = require_om(layout, None if dynamic else batch_size, aoe, chip)
     if dynamic:
@@ -259,9 +287,11 @@ def ais_infer(
         dest = layout.dumps_dir(key, split)
         record_path = infer_record_path(layout, key, split)
         counts[split] = len(stems)
-        if _complete(record_path, model_md5, dest, stems):
+        if _complete(layout, key, split, model_md5, stems, bins[split]):
             print(f"{split}: all {len(stems)} dumps already complete ({key})")
             continue
+        # No record may vouch for the dumps about to be replaced.
+        dumps_record_path(layout, key, split).unlink(missing_ok=True)
         if dest.is_dir():
             for old in dest.glob("*.bin"):
                 old.unlink()
@@ -305,6 +335,7 @@ def ais_infer(
             atomic_write_bytes(logs / f"{split}{SUMMARY_SUFFIX}", files.summary.read_bytes())
         count = collect_dumps(files.folder, inputs, batch_size, dest)
         shutil.rmtree(scratch, ignore_errors=True)
+        _record_digests(layout, key, split, model_md5, stems, bins[split])
         record.update(
             complete=True,
             finished=utc_now(),

@@ -31,11 +31,10 @@ from ..constants import DEFAULT_BATCH_SIZES, SPLITS
 from ..errors import PcbError
 from ..fileio import atomic_write_text, file_md5
 from ..infer import (
-    _dump_complete,
     _previous_record,
-    dump_path,
     infer_record_path,
     infer_recorded,
+    pending_dumps,
     perf_table,
     read_stems,
     require_model,
@@ -512,7 +511,8 @@ def run_trt_infer(
                 print(f"{split}: engine or model changed since the last run, recomputing dumps")
             for old in layout.dumps_dir(name, split).glob("*.bin"):
                 old.unlink()
-        pending = [s for s in stems if not _dump_complete(dump_path(layout, name, split, s))]
+        # Kept only while each dump has its recorded digest and its bin is unchanged.
+        pending = pending_dumps(layout, name, split, stems, onnx_md5, quiet)
         counts[split] = len(stems)
         if not pending and previous.get("complete") and not stale:
             if not quiet:
