@@ -60,6 +60,9 @@ class Settings:
     trt_batch_sizes: tuple[int, ...] = ()  # () = batch_sizes
     trt_calib_images: int = 512
     gpus: str = "all"  # GPUs the TensorRT containers get: all, or ids such as 0 or 0,1
+    # Memory a stage container may use (swap included): "auto" = the host's memory less a
+    # tenth, a size such as 16g, or 0 / "none" for no limit (limits.py says why).
+    memory_limit: str = "auto"
 
     @property
     def run_dir(self) -> Path:
@@ -161,6 +164,16 @@ def _gpus(key: str, value: Any) -> str:
 _TRT = {"int8": _bool, "trt": _bool, "trt_precision": _trt_precision, "gpus": _gpus}
 
 
+def _memory_limit(key: str, value: Any) -> str:
+    from .limits import parse_memory_limit
+
+    try:
+        parse_memory_limit(value, total=1 << 40)  # the host's size does not matter here
+    except PcbError as error:
+        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+    return str(value).strip().lower()
+
+
 def _coerce(key: str, value: Any) -> Any:
     if key in _PATHS:
         return Path(value)
@@ -179,6 +192,8 @@ def _coerce(key: str, value: Any) -> Any:
         return _ASCEND[key](key, value)
     if key in _TRT:
         return _TRT[key](key, value)
+    if key == "memory_limit":
+        return _memory_limit(key, value)
     if key == "executor" and value not in EXECUTORS:
         raise PcbError(f"invoke.yaml: pcb.executor = {value!r}: expected one of {EXECUTORS}")
     return value
