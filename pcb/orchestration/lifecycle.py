@@ -71,8 +71,8 @@ class StageSignalled(SystemExit):
 class SignalGuard:
     """`with SignalGuard() as guard:` SIGINT/SIGTERM/SIGHUP raise Signalled while armed, and are
     only recorded once disarmed (cleaning up must not be interrupted); the previous handlers
-    come back on exit. Outside the main thread, where Python allows no handlers, it does
-    nothing."""
+    come back on exit. A signal the process ignores (nohup) is left ignored. Outside the main
+    thread, where Python allows no handlers, it does nothing."""
 
     def __init__(self, signals: Sequence[int] = STOP_SIGNALS) -> None:
         self.signals = tuple(signals)
@@ -88,13 +88,12 @@ class SignalGuard:
             self.armed = False
             raise Signalled(signo)
 
-    def disarm(self) -> None:
-        self.armed = False
-
     def __enter__(self) -> SignalGuard:
         if threading.current_thread() is threading.main_thread():
             for signo in self.signals:
-                self._previous[signo] = signal.signal(signo, self._handle)
+                # An ignored signal stays ignored: `nohup invoke ...` must outlive its terminal.
+                if signal.getsignal(signo) is not signal.SIG_IGN:
+                    self._previous[signo] = signal.signal(signo, self._handle)
             self.armed = True
         return self
 
