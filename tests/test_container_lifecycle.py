@@ -339,7 +339,9 @@ class FakeClient:
         self.containers = Containers()
 
 
-@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize(
+    "signo", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: signal.Signals(s).name
+)
 def test_a_signal_stops_and_removes_the_container(
     signo: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
