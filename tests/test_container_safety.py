@@ -347,7 +347,11 @@ def test_a_container_and_a_host_process_share_the_run_lock(tmp_path: Path) -> No
 
     def container(code: str) -> tuple[int, str]:
         out = io.BytesIO()
-        status = docker_executor.run_spec(spec_of(code), client, out)
+        spec = spec_of(code)
+        # As the executor does before a container starts: what a root caller (the host
+        # process here) made is handed to the container's uid.
+        docker_executor.prepare_folders(StageCall("preprocess", "runtime"), spec)
+        status = docker_executor.run_spec(spec, client, out)
         return status, out.getvalue().decode(errors="replace")
 
     take = "from pcb.runlock import RunLock; RunLock('/results/run', 'preprocess').acquire(); "
@@ -377,9 +381,9 @@ def test_a_container_and_a_host_process_share_the_run_lock(tmp_path: Path) -> No
     assert status == 0 and "got it" in output, output
 
     # The container holds it: a stage on the host is refused, naming the container's stage.
-    held = client.containers.create(
-        **spec_of(take + "print('held', flush=True); import time; time.sleep(60)").create_kwargs()
-    )
+    held_spec = spec_of(take + "print('held', flush=True); import time; time.sleep(60)")
+    docker_executor.prepare_folders(StageCall("preprocess", "runtime"), held_spec)
+    held = client.containers.create(**held_spec.create_kwargs())
     try:
         held.start()
         deadline = time.monotonic() + 60
