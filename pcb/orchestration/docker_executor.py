@@ -159,8 +159,8 @@ def run_spec(spec: ContainerSpec, client: Any, output: IO[bytes] | None = None) 
     """Create and start the container, stream its output, wait; return its exit status.
 
     The container is labelled with this process as its owner (owner.py) and removed afterwards
-    in every case: success, failure, an exception while streaming, Ctrl-C from the output
-    (KeyboardInterrupt is re-raised once it is gone). SIGINT, SIGTERM and SIGHUP while it runs
+    in every case: success, failure, an exception while streaming (re-raised once it is
+    gone, a KeyboardInterrupt included). SIGINT, SIGTERM and SIGHUP while it runs
     are passed on to it; after STOP_GRACE_S it is killed, then removed, and StageSignalled
     (a SystemExit with status 128 + the signal's number) is raised with a one-line message.
     An out-of-memory kill raises PcbError naming the stage and the limit.
