@@ -129,7 +129,10 @@ def _execute(settings: Settings, calls: list[StageCall], print_docker: bool = Fa
         for call in calls:
             print(
                 docker_run_command(
-                    call, data_dir=settings.data_dir, results_dir=settings.results_dir
+                    call,
+                    data_dir=settings.data_dir,
+                    results_dir=settings.results_dir,
+                    memory_limit=settings.memory_limit,
                 )
             )
         return
@@ -144,7 +147,11 @@ def _execute(settings: Settings, calls: list[StageCall], print_docker: bool = Fa
     for call in calls:
         print(f"==> {call.stage} [pcb-{call.image}]: {' '.join(call.argv())}", flush=True)
         run_in_container(
-            call, data_dir=settings.data_dir, results_dir=settings.results_dir, client=client
+            call,
+            data_dir=settings.data_dir,
+            results_dir=settings.results_dir,
+            client=client,
+            memory_limit=settings.memory_limit,
         )
 
 
@@ -181,6 +188,31 @@ def _stage(c, stage: str, print_docker: bool = False, force: bool = False, **ove
         _execute(settings, _forced([stage_call(stage, settings)], force), print_docker)
     except PcbError as error:
         raise Exit(f"error: {error}", code=1) from None
+
+
+@task(
+    help={
+        "dry_run": "list what would be removed; remove nothing",
+        "containers_only": "leave the images alone",
+    }
+)
+def clean(c, dry_run=False, containers_only=False):
+    """Remove leftover pcb containers (stopped, or whose invoke process died) and stale pcb
+    images (not the current content tag, not :latest); a live run's container is left."""
+    from pcb.orchestration.docker_executor import connect
+    from pcb.orchestration.images import PROJECT_ROOT
+    from pcb.orchestration.lifecycle import clean as clean_engine
+
+    try:
+        settings = _settings(c)
+        # A base named in invoke.yaml counts too when telling current image tags from stale.
+        bases = () if settings.base_image in ("auto", "offline") else (settings.base_image,)
+        report = clean_engine(
+            connect(), PROJECT_ROOT, dry_run=dry_run, images=not containers_only, bases=bases
+        )
+    except PcbError as error:
+        raise Exit(f"error: {error}", code=1) from None
+    print("\n".join(report.lines()))
 
 
 @task(help={"force": "rebuild even when the Debian base image exists"})

@@ -196,6 +196,7 @@ def test_chip_pipeline_in_containers(client, image, tmp_path: Path):
             call = StageCall(call.stage, call.image, (*call.args, "--no-plots"))
         spec = container_spec(call, data_dir=data, results_dir=results, image=image, host_root=host)
         docker_executor.preflight(call, client, image, host)
+        docker_executor.prepare_folders(call, spec)  # writable for a root caller's container uid
         if call.image == "cann" and call.npu_devices:
             assert "/dev/davinci0" in spec.devices
             assert any(m.target == "/usr/local/bin/npu-smi" for m in spec.mounts)

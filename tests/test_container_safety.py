@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import shlex
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ FORBIDDEN_KWARGS = (
     "device_cgroup_rules",
     "runtime",
 )
-FORBIDDEN_FLAGS = ("--privileged", "--cap-add", "--pid", "--ipc", "--userns", "-v /:")
+# `docker run` options that would do the same (a word of the line, or its NAME= form).
+FORBIDDEN_FLAGS = ("--privileged", "--cap-add", "--pid", "--ipc", "--uts", "--userns")
 
 
 def fake_ascend_host(root: Path, ids: range = range(4)) -> Path:
@@ -102,9 +104,14 @@ def test_every_stage_of_every_pipeline_is_confined(
             assert key not in kwargs, f"{where}: {key}"
         assert kwargs["network_mode"] == "none", where  # no stage downloads anything
         assert kwargs["user"] == f"{UID}:{GID}", where
-        line = spec.to_docker_run()
+        assert kwargs["cap_drop"] == ["ALL"], where
+        assert kwargs["pids_limit"] >= 4096, where
+        assert kwargs["mem_limit"] == kwargs["memswap_limit"] > 0, where
+        words = shlex.split(spec.to_docker_run())
         for flag in FORBIDDEN_FLAGS:
-            assert flag not in line, f"{where}: {flag}"
+            assert not [w for w in words if w == flag or w.startswith(flag + "=")], where
+        assert not [w for w in words if w.startswith("/:") or w.startswith("/:/")], where
+        assert words[words.index("--cap-drop") + 1] == "ALL", where
 
         data, results, *extra = spec.mounts
         assert data.target == "/data" and data.read_only is (call.stage != "demo-data"), where
@@ -340,7 +347,11 @@ def test_a_container_and_a_host_process_share_the_run_lock(tmp_path: Path) -> No
 
     def container(code: str) -> tuple[int, str]:
         out = io.BytesIO()
-        status = docker_executor.run_spec(spec_of(code), client, out)
+        spec = spec_of(code)
+        # As the executor does before a container starts: what a root caller (the host
+        # process here) made is handed to the container's uid.
+        docker_executor.prepare_folders(StageCall("preprocess", "runtime"), spec)
+        status = docker_executor.run_spec(spec, client, out)
         return status, out.getvalue().decode(errors="replace")
 
     take = "from pcb.runlock import RunLock; RunLock('/results/run', 'preprocess').acquire(); "
@@ -370,9 +381,9 @@ def test_a_container_and_a_host_process_share_the_run_lock(tmp_path: Path) -> No
     assert status == 0 and "got it" in output, output
 
     # The container holds it: a stage on the host is refused, naming the container's stage.
-    held = client.containers.create(
-        **spec_of(take + "print('held', flush=True); import time; time.sleep(60)").create_kwargs()
-    )
+    held_spec = spec_of(take + "print('held', flush=True); import time; time.sleep(60)")
+    docker_executor.prepare_folders(StageCall("preprocess", "runtime"), held_spec)
+    held = client.containers.create(**held_spec.create_kwargs())
     try:
         held.start()
         deadline = time.monotonic() + 60

@@ -112,9 +112,13 @@ def test_outputs_are_owned_by_the_calling_user(client, runtime_image, roots: Roo
     status, output = run(client, python_spec(spec, code, uuid.uuid4().hex))
     assert status == 0, output
     written = (roots.results / "out.txt").stat()
-    expected_uid = os.getuid() if uid is None else uid
-    expected_gid = os.getgid() if gid is None else gid
-    assert (written.st_uid, written.st_gid) == (expected_uid, expected_gid)
+    if uid is not None:
+        expected = (uid, gid)
+    elif os.getuid() != 0:
+        expected = (os.getuid(), os.getgid())
+    else:  # root's containers run as the images' pcb user (results/ is root's here)
+        expected = (1000, 1000)
+    assert (written.st_uid, written.st_gid) == expected
 
 
 def test_no_network_unless_asked(client, runtime_image, roots: Roots):
@@ -169,6 +173,119 @@ def test_container_removed_after_ctrl_c(client, runtime_image, roots: Roots):
     with pytest.raises(KeyboardInterrupt):
         docker_executor.run_spec(python_spec(spec, code, token), client, InterruptingOutput())
     assert leftovers(client, token) == []
+
+
+# ---- least privilege and limits, seen from inside ----------------------------------------------
+
+INSIDE = """
+import json, os
+def read(*paths):
+    for path in paths:
+        try:
+            return open(path).read().strip()
+        except OSError:
+            pass
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines()
+              if ":\\t" in line)
+print(json.dumps({
+    "uid": os.getuid(),
+    "CapEff": status["CapEff"].strip(),
+    "CapBnd": status["CapBnd"].strip(),
+    "NoNewPrivs": status["NoNewPrivs"].strip(),
+    # cgroup v2, then v1
+    "pids": read("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"),
+    "memory": read("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+}))
+"""
+
+
+def inside(client, spec: ContainerSpec) -> tuple[dict, dict]:
+    """(what the container's process sees, the engine's HostConfig of the container)."""
+    import json
+
+    token = uuid.uuid4().hex
+    container = client.containers.create(**python_spec(spec, INSIDE, token).create_kwargs())
+    try:
+        host_config = client.api.inspect_container(container.id)["HostConfig"]
+        container.start()
+        assert int(container.wait().get("StatusCode", 1)) == 0, container.logs()
+        return json.loads(container.logs(stdout=True, stderr=False)), host_config
+    finally:
+        container.remove(force=True)
+
+
+def test_a_stage_runs_unprivileged_and_limited(client, runtime_image, roots: Roots):
+    """The default spec, as `invoke <stage>` makes it (as root in CI): a non-root uid, no
+    capability at all, no new privileges, the pids and memory limits of the spec."""
+    spec = build_spec(StageCall("preprocess", "runtime"), runtime_image, roots)
+    seen, host_config = inside(client, spec)
+    assert seen["uid"] != 0
+    assert int(seen["CapEff"], 16) == 0 and int(seen["CapBnd"], 16) == 0
+    assert seen["NoNewPrivs"] == "1"
+    assert spec.pids_limit and int(seen["pids"]) == spec.pids_limit
+    assert spec.memory_limit and int(seen["memory"]) == spec.memory_limit
+    assert host_config["CapDrop"] == ["ALL"] and not host_config["CapAdd"]
+    assert host_config["PidsLimit"] == spec.pids_limit
+    assert host_config["Memory"] == host_config["MemorySwap"] == spec.memory_limit
+    assert host_config["Privileged"] is False
+    assert "no-new-privileges" in host_config["SecurityOpt"]
+
+
+def test_a_non_root_process_has_no_capability_even_under_dockers_default_set(
+    client, runtime_image, roots: Roots
+):
+    """Why dropping them all costs a stage nothing: a non-root process has none to use."""
+    spec = dataclasses.replace(
+        build_spec(StageCall("infer", "runtime"), runtime_image, roots, uid=4321, gid=4321),
+        cap_drop=(),
+    )
+    seen, _ = inside(client, spec)
+    assert seen["uid"] == 4321
+    assert int(seen["CapEff"], 16) == 0
+    assert int(seen["CapBnd"], 16) != 0  # Docker's default set, which --cap-drop ALL empties
+
+
+def test_running_out_of_memory_is_an_error_naming_the_limit(client, runtime_image, roots: Roots):
+    token = uuid.uuid4().hex
+    spec = build_spec(StageCall("infer", "runtime"), runtime_image, roots, memory_limit="64m")
+    # 512 MB written byte by byte (b"x" * n), so every page is really used.
+    code = "print('allocating', flush=True); x = b'x' * (512 << 20); print('not reached')"
+    out = io.BytesIO()
+    with pytest.raises(PcbError) as error:
+        docker_executor.run_spec(python_spec(spec, code, token), client, out)
+    message = str(error.value)
+    assert "stage infer ran out of memory and was killed (exit status 137)" in message
+    assert "64 MiB (64m)" in message and "memory_limit" in message
+    assert b"allocating" in out.getvalue() and b"not reached" not in out.getvalue()
+    assert leftovers(client, token) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root caller's case")
+def test_a_root_callers_stage_writes_into_root_owned_results(client, runtime_image, tmp_path):
+    """CI as root on a fresh clone: results/ and an older run's files are root's (mode 755);
+    the stage, running as uid 1000, still writes its outputs, and they are 1000's."""
+    from tiny_model import make_tiny_model
+
+    data, results = tmp_path / "data", tmp_path / "results"
+    data.mkdir()
+    run_dir = results / "run"
+    make_tiny_model(run_dir / "model" / "pcb.onnx")
+    (run_dir / ".pcb.lock").write_text("{}")  # left by an older run as root, mode 644
+    call = StageCall(
+        "perf",
+        "runtime",
+        ("--run", run_dir, "--batch-sizes", "1", "--warmup", "0", "--iterations", "1", "--quiet"),
+    )
+    out = io.BytesIO()
+    spec = docker_executor.run_in_container(
+        call, data_dir=data, results_dir=results, image=runtime_image, client=client, output=out
+    )
+    assert spec.user == "1000:1000"
+    written = run_dir / "perf" / "onnxruntime.json"
+    assert written.is_file(), out.getvalue().decode()
+    assert (written.stat().st_uid, written.stat().st_gid) == (1000, 1000)
+    assert (run_dir / ".pcb.lock").stat().st_uid == 1000
+    assert data.stat().st_uid == 0  # read-only for this stage: not handed over
 
 
 def test_docker_run_line_runs(runtime_image, roots: Roots):

@@ -75,9 +75,12 @@ def test_demo_data_writes_data(roots: Roots):
     assert spec.command == ("demo-data", "--out", "/data/demo")
 
 
-def test_user_defaults_to_the_caller(roots: Roots):
+def test_user_defaults_to_the_caller(roots: Roots, monkeypatch: pytest.MonkeyPatch):
+    # A caller who is not root (root's containers run as another: tests/test_container_users.py).
+    monkeypatch.setattr(os, "getuid", lambda: 4321)
+    monkeypatch.setattr(os, "getgid", lambda: 4322)
     spec = build_spec(StageCall("report", "runtime"), "img", roots)
-    assert spec.user == f"{os.getuid()}:{os.getgid()}"
+    assert spec.user == "4321:4322"
 
 
 def test_network_only_when_asked(roots: Roots):
@@ -144,7 +147,12 @@ def test_create_kwargs(roots: Roots):
     assert kwargs["user"] == "1:2"
     assert kwargs["network_mode"] == "none"
     assert kwargs["detach"] is True
-    assert kwargs["labels"] == {"pcb.stage": "report", "pcb.image": "runtime"}
+    assert kwargs["labels"] == {
+        "pcb.stage": "report",
+        "pcb.image": "runtime",
+        "pcb.run": str(roots.results / "demo"),
+        "pcb.checkout": str(Path(__file__).resolve().parents[1]),
+    }
     [data, results] = kwargs["mounts"]
     assert (data["Target"], data["Source"], data["ReadOnly"], data["Type"]) == (
         "/data",
@@ -395,6 +403,7 @@ def test_stale_image_warns(capsys: pytest.CaptureFixture[str]):
 
 def test_failed_stage_raises_with_name_and_status(roots: Roots, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(docker_executor, "run_spec", lambda spec, client, output=None: 3)
+    monkeypatch.setattr(docker_executor, "remove_orphans", lambda client, checkout: [])
     client = FakeClient(images=["pcb-runtime:latest"])
     call = StageCall("evaluate", "runtime")
     with pytest.raises(

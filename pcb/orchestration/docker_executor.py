@@ -2,9 +2,13 @@
 
 Pre-flight checks come first, each a PcbError that says how to fix it, and all before any
 container starts: the engine answers, the image is built, the Ascend host files or the NVIDIA
-runtime are there when the stage asks for NPUs or GPUs. Then the container runs with its logs
-streamed to the terminal, and is removed afterwards whatever happens (failure, Ctrl-C); a
-non-zero exit status becomes a PcbError naming the stage and the status.
+runtime are there when the stage asks for NPUs or GPUs. Then containers of this checkout whose
+owner has died are removed (lifecycle.remove_orphans), the folders the container writes are
+made writable for its uid (a root caller's containers run as another: users.py), and the
+container runs with its logs streamed to the terminal. It is removed afterwards whatever
+happens: failure, an exception, or SIGINT / SIGTERM / SIGHUP, which stop it first and end the
+process with status 128 + the signal's number. A non-zero exit status becomes a PcbError
+naming the stage and the status; an out-of-memory kill one naming the memory limit.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import uuid
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import PcbError
-from .images import image_def, sources_digest
+from . import limits
+from .images import PROJECT_ROOT, image_def, sources_digest
+from .lifecycle import SignalGuard, Signalled, StageSignalled, remove_orphans
+from .owner import owner_labels
 from .spec import (
     IMAGE_ID_ENV,
     ContainerSpec,
@@ -28,6 +36,7 @@ from .spec import (
     npu_missing_message,
 )
 from .stage import StageCall, run_local
+from .users import hand_over
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 START_ENGINE_HINT = (
@@ -133,22 +142,107 @@ def preflight(
 # ---- running ---------------------------------------------------------------------------------
 
 
+# After SIGINT / SIGTERM / SIGHUP, how long the stage has to end on its own before it is
+# killed: a Python stage ends at once (its outputs are written whole or not at all).
+STOP_GRACE_S = 5
+
+
+@dataclass
+class _Started:
+    """The container being run, once the engine has made it (a signal may come first)."""
+
+    name: str
+    container: Any = None
+
+
 def run_spec(spec: ContainerSpec, client: Any, output: IO[bytes] | None = None) -> int:
     """Create and start the container, stream its output, wait; return its exit status.
 
-    The container is removed afterwards in every case: success, failure, an exception while
-    streaming, or Ctrl-C (KeyboardInterrupt is re-raised once it is gone).
+    The container is labelled with this process as its owner (owner.py) and removed afterwards
+    in every case: success, failure, an exception while streaming (re-raised once it is
+    gone, a KeyboardInterrupt included). SIGINT, SIGTERM and SIGHUP while it runs
+    are passed on to it; after STOP_GRACE_S it is killed, then removed, and StageSignalled
+    (a SystemExit with status 128 + the signal's number) is raised with a one-line message.
+    An out-of-memory kill raises PcbError naming the stage and the limit.
     """
     out = output if output is not None else _stdout_bytes()
-    container = client.containers.create(**spec.create_kwargs())
+    kwargs = spec.create_kwargs()
+    kwargs["labels"] = {**kwargs["labels"], **owner_labels()}
+    started = _Started(f"pcb-{spec.stage or 'stage'}-{uuid.uuid4().hex[:12]}")
+    status, oom = 1, False
+    with SignalGuard() as guard:
+        # A guard raises Signalled at most once, then only records: the cleanup below cannot be
+        # interrupted, and the outer `except` catches a signal that lands as it begins.
+        try:
+            try:
+                started.container = client.containers.create(name=started.name, **kwargs)
+                started.container.start()
+                for chunk in started.container.logs(stream=True, follow=True):
+                    out.write(chunk)
+                    out.flush()
+                status = int(started.container.wait().get("StatusCode", 1))
+                oom = _oom_killed(started.container)
+                guard.armed = False
+            except Signalled:
+                pass
+            finally:
+                guard.armed = False
+                _finish(client, started, guard.signo)
+        except Signalled:
+            _finish(client, started, guard.signo)
+    if guard.signo is not None:
+        stopped = StageSignalled(spec.stage, guard.signo)
+        print(f"pcb: {stopped.message}", file=sys.stderr, flush=True)
+        raise stopped
+    if oom:
+        raise PcbError(_oom_message(spec, status))
+    return status
+
+
+def _finish(client: Any, started: _Started, signo: int | None) -> None:
+    """Pass a signal on (then wait up to STOP_GRACE_S), and remove the container."""
+    container = started.container or _find(client, started.name)
+    if container is None:
+        return
+    if signo is not None:
+        try:
+            container.kill(signal=signo)
+            container.wait(timeout=STOP_GRACE_S)
+        except Exception:  # it had ended, or took too long: removal kills it in any case
+            pass
+    _remove(container)
+
+
+def _find(client: Any, name: str) -> Any:
+    """The container of that name, if the engine made it before a signal cut the call short."""
     try:
-        container.start()
-        for chunk in container.logs(stream=True, follow=True):
-            out.write(chunk)
-            out.flush()
-        return int(container.wait().get("StatusCode", 1))
-    finally:
-        _remove(container)
+        return client.containers.get(name)
+    except Exception:
+        return None
+
+
+def _oom_killed(container: Any) -> bool:
+    try:
+        container.reload()
+        return bool(container.attrs.get("State", {}).get("OOMKilled"))
+    except Exception:  # a fake client in tests, or an engine that does not say
+        return False
+
+
+def _oom_message(spec: ContainerSpec, status: int) -> str:
+    limit = spec.memory_limit
+    held = (
+        f"its container's memory limit of {limits.human_size(limit)} ({limits.docker_size(limit)})"
+        if limit
+        else "the memory the host could give it"
+    )
+    return (
+        f"stage {spec.stage or '?'} ran out of memory and was killed (exit status {status}): it "
+        f"needed more than {held}. Raise the limit with `memory_limit` under `pcb:` in "
+        "invoke.yaml (e.g. `memory_limit: 32g`, or 0 for no limit; the default `auto` is the "
+        "host's memory less a tenth), or make the stage smaller (a lower --batch-size, fewer "
+        "--workers)."
+    )
 
 
 def _image(client: Any, reference: str) -> Any:
@@ -186,6 +280,7 @@ def container_spec(
     gid: int | None = None,
     host_root: Path = Path("/"),
     require_npu: bool = True,
+    memory_limit: object = limits.AUTO,
 ) -> ContainerSpec:
     """The spec of a call; `image` defaults to pcb-<call.image>:latest."""
     reference = image or image_def(call.image).latest
@@ -197,6 +292,7 @@ def container_spec(
         gid=gid,
         host_root=host_root,
         require_npu=require_npu,
+        memory_limit=memory_limit,
     )
 
 
@@ -218,11 +314,13 @@ def run_in_container(
     host_root: Path = Path("/"),
     uid: int | None = None,
     gid: int | None = None,
+    memory_limit: object = limits.AUTO,
 ) -> ContainerSpec:
     """Run one stage in its container; PcbError on a failed check or a non-zero exit status.
 
-    data/ and results/ are created on the host if missing (owned by the caller), so that the
-    engine does not create them as root. Returns the spec that ran.
+    Orphaned containers of this checkout are removed first. data/ and results/ are created
+    on the host if missing, so that the engine does not create them as root, and made
+    writable for the container's uid (prepare_folders). Returns the spec that ran.
     """
     client = client or connect()
     spec = container_spec(
@@ -233,14 +331,16 @@ def run_in_container(
         uid=uid,
         gid=gid,
         host_root=host_root,
+        memory_limit=memory_limit,
     )
     preflight(call, client, spec.image, host_root)
+    # An orphan of an earlier, killed run may hold this run folder's lock: removing it frees it.
+    remove_orphans(client, PROJECT_ROOT)
     image_id = getattr(_image(client, spec.image), "id", None)
     if isinstance(image_id, str):
         # The image's content id, for the run manifest: a tag like :latest moves.
         spec = replace(spec, environment={**spec.environment, IMAGE_ID_ENV: image_id})
-    for mount in spec.mounts[:2]:
-        Path(mount.source).mkdir(parents=True, exist_ok=True)
+    prepare_folders(call, spec)
     status = run_spec(spec, client, output)
     if status != 0:
         raise PcbError(
@@ -248,6 +348,23 @@ def run_in_container(
             f"{status}; run it by hand with:\n  {spec.to_docker_run()}"
         )
     return spec
+
+
+def prepare_folders(call: StageCall, spec: ContainerSpec) -> None:
+    """Create the data and results folders the container mounts, and, for a root caller, hand
+    what root owns in the folders it writes (results/, and demo-data's output folder under
+    data/) to the container's uid:gid (users.hand_over)."""
+    data, results = spec.mounts[0], spec.mounts[1]
+    for mount in (data, results):
+        Path(mount.source).mkdir(parents=True, exist_ok=True)
+    writable = [Path(results.source)]
+    if call.writes_data:
+        for arg in call.args:
+            path = Path(os.path.realpath(os.path.abspath(arg))) if isinstance(arg, Path) else None
+            if path is not None and Path(data.source) in path.parents:
+                writable.append(path)
+    uid, gid = (int(part) for part in (spec.user or "0:0").split(":"))
+    hand_over(writable, uid, gid)
 
 
 def run_stage(call: StageCall, executor: str = "docker", **kwargs: Any) -> None:
@@ -275,6 +392,8 @@ def image_of(client: Any, family: str) -> dict[str, str]:
 
 
 __all__ = [
+    "STOP_GRACE_S",
+    "StageSignalled",
     "check_image",
     "connect",
     "container_spec",
@@ -282,6 +401,7 @@ __all__ = [
     "gpu_runtime_available",
     "image_of",
     "preflight",
+    "prepare_folders",
     "run_in_container",
     "run_spec",
     "run_stage",

@@ -73,6 +73,7 @@ def describe_plan(
                 results_dir=settings.results_dir,
                 host_root=host_root,
                 require_npu=False,
+                memory_limit=settings.memory_limit,
             )
             lines.append(f"  {spec.to_docker_run()}")
             inner, environment = spec.command, spec.environment

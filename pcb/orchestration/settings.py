@@ -68,6 +68,9 @@ class Settings:
     gpus: str = "all"  # GPUs the TensorRT containers get: all, or ids such as 0 or 0,1
     # The tensorrt image's base, a key of pcb/tensorrt/image_matrix.py: "10.0" or "8.6".
     trt_image: str = "10.0"
+    # Memory a stage container may use (swap included): "auto" = the host's memory less a
+    # tenth, a size such as 16g, or 0 / "none" for no limit (limits.py says why).
+    memory_limit: str = "auto"
 
     @property
     def run_dir(self) -> Path:
@@ -197,6 +200,16 @@ _TRT = {
 }
 
 
+def _memory_limit(key: str, value: Any) -> str:
+    from .limits import parse_memory_limit
+
+    try:
+        parse_memory_limit(value, total=1 << 40)  # the host's size does not matter here
+    except PcbError as error:
+        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+    return str(value).strip().lower()
+
+
 def _coerce(key: str, value: Any) -> Any:
     if key in _PATHS:
         return Path(value)
@@ -215,6 +228,8 @@ def _coerce(key: str, value: Any) -> Any:
         return _ASCEND[key](key, value)
     if key in _TRT:
         return _TRT[key](key, value)
+    if key == "memory_limit":
+        return _memory_limit(key, value)
     if key == "executor" and value not in EXECUTORS:
         raise PcbError(f"invoke.yaml: pcb.executor = {value!r}: expected one of {EXECUTORS}")
     return value

@@ -18,11 +18,28 @@ from typing import Any, Union
 from ..ascend.visible import CONTAINER_DEVICES_ENV, container_devices_value
 from ..errors import PcbError
 from ..provenance import HOST_ENV, host_name
+from . import limits
+from .images import PROJECT_ROOT
+from .owner import LABEL_CHECKOUT, LABEL_IMAGE, LABEL_RUN, LABEL_STAGE
 from .stage import StageCall
+from .users import run_as
 
 # No process in a stage's container may gain privileges (a setuid binary, file capabilities):
 # nothing a stage runs needs to, NPU and GPU tools included.
 SECURITY_OPTIONS = ("no-new-privileges",)
+# No capability either, NPU and GPU stages included. A container runs as a non-root uid
+# (users.run_as), and a non-root process has no effective capability whatever the bounding set
+# holds (execve clears them; tests/test_docker_engine.py shows CapEff 0 under Docker's default
+# set), so dropping the set takes nothing a stage uses away; it only closes the way back to
+# one. Ascend: Huawei's CANN install guide has inference run by a non-root user in the
+# HwHiAiUser group, which the device nodes' group grants (we add that group; see npu_host):
+# https://www.hiascend.com/document/detail/zh/canncommercial/80RC3/softwareinst/instg/instg_0003.html
+# NVIDIA: the driver files and device nodes are put in by the toolkit's prestart hook, a host
+# process that sets its own capabilities (libnvidia-container src/cli/configure.c), not the
+# container's; SYS_ADMIN is only wanted for management such as `nvidia-smi -pl`
+# (NVIDIA/nvidia-docker#495), which no stage does. Neither documents a capability for
+# inference, so none is kept.
+CAP_DROP = ("ALL",)
 IMAGE_ENV = "PCB_IMAGE"
 IMAGE_ID_ENV = "PCB_IMAGE_ID"
 DATA_TARGET = "/data"
@@ -106,6 +123,9 @@ class ContainerSpec:
     stage: str = ""
     entrypoint: tuple[str, ...] | None = None  # None: the image's own (python -m pcb)
     security_opt: tuple[str, ...] = SECURITY_OPTIONS
+    cap_drop: tuple[str, ...] = CAP_DROP
+    pids_limit: int | None = None  # processes + threads; None: the engine's default
+    memory_limit: int | None = None  # bytes, swap included; None: no limit
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of docker.DockerClient.containers.create()."""
@@ -124,7 +144,14 @@ class ContainerSpec:
             # checks every stage's spec for it.
             "privileged": False,
             "security_opt": list(self.security_opt),
+            "cap_drop": list(self.cap_drop),
         }
+        if self.pids_limit is not None:
+            kwargs["pids_limit"] = self.pids_limit
+        if self.memory_limit is not None:
+            # Swap included: a stage over its limit stops with an error rather than thrashing.
+            kwargs["mem_limit"] = self.memory_limit
+            kwargs["memswap_limit"] = self.memory_limit
         if self.entrypoint is not None:
             kwargs["entrypoint"] = list(self.entrypoint)
         if self.user:
@@ -148,6 +175,13 @@ class ContainerSpec:
         argv += ["--network", self.network]
         for option in self.security_opt:
             argv += ["--security-opt", option]
+        for capability in self.cap_drop:
+            argv += ["--cap-drop", capability]
+        if self.pids_limit is not None:
+            argv += ["--pids-limit", str(self.pids_limit)]
+        if self.memory_limit is not None:
+            size = limits.docker_size(self.memory_limit)
+            argv += ["--memory", size, "--memory-swap", size]
         for mount in self.mounts:
             argv += ["-v", mount.to_cli()]
         for device in self.devices:
@@ -307,17 +341,21 @@ def build_spec(
     gid: int | None = None,
     host_root: Path = Path("/"),
     require_npu: bool = True,
+    memory_limit: object = limits.AUTO,
+    pids_limit: int | None = None,
 ) -> ContainerSpec:
     """The container spec of one stage call.
 
     data/ is mounted read-only at /data (read-write when the call writes data: demo-data),
     results/ read-write at /results; Path arguments are rewritten to those mounts. The
-    container runs as uid:gid (default: the caller's), so what it writes is the caller's. The
-    network is "none" unless the call needs one. NPU device ids and GPUs come from the call.
-    With `require_npu`, missing Ascend host files raise PcbError (a pre-flight check).
+    container runs as uid:gid (default: the caller's), never as root: see users.run_as. It has
+    no capabilities, at most `pids_limit` processes and threads (default limits.pids_limit())
+    and `memory_limit` bytes (a setting as limits.parse_memory_limit reads it; default: the
+    host's memory less a tenth). The network is "none" unless the call needs one. NPU device
+    ids and GPUs come from the call. With `require_npu`, missing Ascend host files raise
+    PcbError (a pre-flight check).
     """
-    uid = os.getuid() if uid is None else uid
-    gid = os.getgid() if gid is None else gid
+    uid, gid = run_as(roots.results, uid, gid)
     mounts = [
         Mount(str(roots.data), DATA_TARGET, read_only=not call.writes_data),
         Mount(str(roots.results), RESULTS_TARGET, read_only=False),
@@ -350,6 +388,27 @@ def build_spec(
         environment=environment,
         network="bridge" if call.needs_network else "none",
         gpus=gpu_request(call.gpus),
-        labels={"pcb.stage": call.stage, "pcb.image": call.image},
+        labels=stage_labels(call),
         stage=call.stage,
+        pids_limit=limits.pids_limit() if pids_limit is None else pids_limit,
+        memory_limit=limits.parse_memory_limit(memory_limit),
     )
+
+
+def stage_labels(call: StageCall) -> dict[str, str]:
+    """What a container is, as labels: its stage, image, run folder and checkout. (Its owner
+    is added when it is started: see owner.owner_labels.)"""
+    run = next(
+        (
+            str(_absolute(Path(value)))
+            for flag, value in zip(call.args, call.args[1:])
+            if flag == "--run" and isinstance(value, Path)
+        ),
+        "",
+    )
+    return {
+        LABEL_STAGE: call.stage,
+        LABEL_IMAGE: call.image,
+        LABEL_RUN: run,
+        LABEL_CHECKOUT: str(PROJECT_ROOT),
+    }
