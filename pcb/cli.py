@@ -318,7 +318,7 @@ def cmd_import_results(args: argparse.Namespace) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from .verify import run_verify
+    from .record.verify import run_verify
 
     run_verify(args.run, quiet=args.quiet)
 
@@ -334,7 +334,7 @@ def threshold_arg(text: str) -> float:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import write_comparison
+    from .report.comparison import write_comparison
 
     write_comparison(
         args.run,
@@ -621,8 +621,8 @@ def _report_locked(func: Callable[[argparse.Namespace], None], args: argparse.Na
     """A comparison of several runs: not any one run's stage, but it writes into its --out
     folder, which may be one of those runs (or another run folder), so it holds that
     folder's lock like any stage; a folder it created for nothing is removed again."""
-    from .runlock import LOCK_NAME, RunLock
-    from .stage_plans import report_output
+    from .record.runlock import LOCK_NAME, RunLock
+    from .record.stage_plans import report_output
 
     out = report_output(args)
     created = not out.exists()
@@ -642,11 +642,11 @@ def _report_locked(func: Callable[[argparse.Namespace], None], args: argparse.Na
 def dispatch(args: argparse.Namespace, argv: Sequence[str] | None = None) -> None:
     """Run a parsed stage: under its run folder's lock and recorded in its manifest.
 
-    The one place every stage passes through (pcb/manifest.py), so that none of them
+    The one place every stage passes through (pcb/record/manifest.py), so that none of them
     needs to know about skipping, locking, recording or syncing to the disk.
     """
-    from .manifest import run_recorded
-    from .stage_plans import report_folder, stage_plan
+    from .record.manifest import run_recorded
+    from .record.stage_plans import report_folder, stage_plan
 
     func: Callable[[argparse.Namespace], None] = args.func
     # verify reads the manifest; recording it there would change what it checks.

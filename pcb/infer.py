@@ -22,14 +22,6 @@ from .constants import (
     INPUT_SHAPE,
     SPLITS,
 )
-from .digest import bytes_digest, cached_md5, digest_store
-from .digest_records import (
-    SplitDigests,
-    bins_record_path,
-    check_files,
-    describe_redo,
-    dumps_record_path,
-)
 from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_json, read_json
 from .layout import RunLayout
@@ -41,6 +33,14 @@ from .perf import (
     write_perf_records,
 )
 from .provenance import host_name, stamp, utc_now
+from .record.digest import bytes_digest, cached_md5, digest_store
+from .record.digest_records import (
+    SplitDigests,
+    bins_record_path,
+    check_files,
+    describe_redo,
+    dumps_record_path,
+)
 
 PERF_SEED = 0
 

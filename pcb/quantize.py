@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from .constants import INPUT_BYTES, INPUT_NAME, INPUT_SHAPE, SPLITS
-from .digest import cached_md5
 from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_json, read_json
 from .layout import RunLayout
 from .provenance import host_name, utc_now
+from .record.digest import cached_md5
 
 # Per-channel Q/DQ (an `axis` attribute) needs opset 13; 17 is the newest every onnxruntime
 # this project supports runs with all its CPU int8 kernels.

@@ -15,7 +15,7 @@ from .base import Backend
 _REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("pcb.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
     "onnxruntime-int8": ("pcb.backends.onnxruntime_int8_backend", "OnnxRuntimeInt8Backend"),
-    "tensorrt": ("pcb.tensorrt.trt_backend", "TensorRTBackend"),
+    "tensorrt": ("pcb.backends.tensorrt_backend", "TensorRTBackend"),
 }
 
 KNOWN_BACKENDS: tuple[str, ...] = tuple(_REGISTRY)

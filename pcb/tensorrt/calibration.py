@@ -156,8 +156,8 @@ def build_calibration_cache(
     quiet: bool = False,
 ) -> Path:
     """Write (or keep, when current) `<run>/engines/tensorrt/int8/calibration.cache`."""
-    from .cudart import CudaRuntime
-    from .trt_backend import import_tensorrt
+    from ..backends.cudart import CudaRuntime
+    from ..backends.tensorrt_backend import import_tensorrt
 
     stems = {split: read_stems(layout.info_path(split)) for split in SPLITS}
     picks = usable(pick_images(stems, images), batch_size)

@@ -457,7 +457,7 @@ BackendFactory = Callable[[int], Backend]
 
 
 def _tensorrt_backend(device: int) -> Backend:
-    from .trt_backend import TensorRTBackend
+    from ..backends.tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(device)
 

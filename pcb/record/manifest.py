@@ -3,13 +3,13 @@
 A benchmark figure is only as good as the stage that made it, so every stage run through the
 command line is recorded here (pcb/cli.py runs them all through `run_recorded`, one place):
 
-- inputs, each with a content fingerprint (pcb.fingerprint): the checkpoint, the model, the
+- inputs, each with a content fingerprint (pcb.record.fingerprint): the checkpoint, the model, the
   dataset's two splits image by image, the bins, the dumps;
 - the options, the host, the pcb and library versions and the image (when in a container);
 - per stage: status (running, complete, failed), start and end time, the error of a failed
   run, and a content fingerprint of every output.
 
-Fingerprints are by content (BLAKE2b), read from the run's digest cache (pcb.digest) so that
+Fingerprints are by content (BLAKE2b), read from the run's digest cache (pcb.record.digest) so that
 an unchanged 19,000-file folder costs one stat per file, not 11 GB of reading.
 
 A stage is skipped only when its last run is recorded complete, with the same inputs and
@@ -33,9 +33,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..errors import PcbError
+from ..fileio import atomic_write_json, disk_full_message, is_disk_full, read_json
+from ..layout import RunLayout
+from ..provenance import host_name, utc_now
 from .digest import CACHE_DIR, digest_store, save_stores
-from .errors import PcbError
-from .fileio import atomic_write_json, disk_full_message, is_disk_full, read_json
 from .fingerprint import (
     BOOKKEEPING,
     MANIFEST_NAME,
@@ -48,8 +50,6 @@ from .fingerprint import (
     tree_changes,
     tree_fingerprint,
 )
-from .layout import RunLayout
-from .provenance import host_name, utc_now
 from .runlock import RunLock
 
 SCHEMA = 1

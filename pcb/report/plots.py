@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 
 DEMO_SUBTITLE = "demo: synthetic data, untrained weights"
 MAX_RANK = 50

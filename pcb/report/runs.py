@@ -12,14 +12,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .digest import save_stores
-from .digest_records import is_digest_record
-from .errors import PcbError
-from .fileio import read_json
-from .layout import RunLayout
-from .manifest import ManifestView
-from .perf import PerfRecord
-from .skipped import describe_skipped
+from ..errors import PcbError
+from ..fileio import read_json
+from ..layout import RunLayout
+from ..perf import PerfRecord
+from ..record.digest import save_stores
+from ..record.digest_records import is_digest_record
+from ..record.manifest import ManifestView
+from ..skipped import describe_skipped
 
 METRICS = ("top1", "top5", "top10", "mAP")
 REFERENCE_BACKEND = "onnxruntime"
