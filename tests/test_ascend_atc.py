@@ -25,7 +25,7 @@ from pcb.ascend.convert import (
     plan_convert,
     require_om,
 )
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.errors import PcbError
 
 # ---- command lines -----------------------------------------------------------------------------

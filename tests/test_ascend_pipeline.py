@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ascend_helpers import DOUBLES, REAL, use_doubles
 
-from pcb.cli import build_parser
+from pcb.cli.main import build_parser
 from pcb.errors import PcbError
 from pcb.orchestration.ascend_stages import (
     convert_call,
@@ -249,7 +249,7 @@ def test_local_plan_and_auto_placeholder(tmp_path: Path):
     settings = chip_settings(executor="local")
     lines = describe_plan([convert_call(settings)], settings, host_root=tmp_path)
     assert lines[1].startswith("  python -m pcb convert --run results/market --chip 310P3")
-    from pcb.ascend.plan import tool_commands
+    from pcb.cli.preview import tool_commands
 
     commands = tool_commands(["convert", "--run", "r", "--chip", "auto", "--batch-sizes", "1"])
     assert commands[0].startswith("(--chip auto:") and "--soc_version=Ascend310P3" in commands[1]
@@ -367,7 +367,7 @@ def test_new_stages_have_help(stage):
 
 
 def test_cli_errors_for_the_npu_backend(tmp_path: Path, capsys):
-    from pcb.cli import main
+    from pcb.cli.main import main
 
     assert main(["infer", "--run", str(tmp_path), "--backend", "ais_bench"]) == 1
     assert "error: --backend ais_bench needs the chip: add --chip 310P3" in capsys.readouterr().err

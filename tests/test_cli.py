@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from pcb.cli import build_parser, main
+from pcb.cli.main import build_parser, main
 
 
 @pytest.mark.parametrize("text", ["0", "-4", "2.5", "x", "1,,0"])

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from reliability_helpers import manifest, run_files
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.constants import FEATURE_BYTES, INPUT_BYTES
 from pcb.dataset import find_market_root
 from pcb.demo import write_dataset

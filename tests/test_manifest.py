@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from reliability_helpers import manifest
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.demo import write_dataset
 from pcb.errors import PcbError
 from pcb.layout import RunLayout

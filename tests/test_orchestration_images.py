@@ -95,7 +95,8 @@ def test_content_tag_is_stable_and_follows_every_input(tmp_path: Path):
     assert images.content_tag("runtime", "sha256:other", root) != first
     # a pcb source, the lock, the Dockerfile: each changes the tag
     seen = {first}
-    for relative in ("pcb/cli.py", "docker/runtime/requirements.lock", "docker/runtime/Dockerfile"):
+    sources = ("pcb/cli/main.py", "docker/runtime/requirements.lock", "docker/runtime/Dockerfile")
+    for relative in sources:
         path = root / relative
         original = path.read_bytes()
         path.write_bytes(original + b"\n# changed\n")
@@ -108,9 +109,9 @@ def test_content_tag_is_stable_and_follows_every_input(tmp_path: Path):
     (root / "pcb" / "extra.py").write_text("")
     assert images.content_tag("runtime", "sha256:base", root) != first
     (root / "pcb" / "extra.py").unlink()
-    (root / "pcb" / "cli.py").chmod(0o755)
+    (root / "pcb" / "cli" / "main.py").chmod(0o755)
     assert images.content_tag("runtime", "sha256:base", root) != first
-    (root / "pcb" / "cli.py").chmod(0o644)
+    (root / "pcb" / "cli" / "main.py").chmod(0o644)
     # bytecode caches and other images' files do not count
     (root / "pcb" / "__pycache__").mkdir(exist_ok=True)
     (root / "pcb" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"x")
@@ -124,7 +125,7 @@ def test_context_tar(tmp_path: Path):
     assert "docker/export/Dockerfile" in names
     assert "docker/export/requirements.lock" in names
     assert "docker/build-tools.lock" in names
-    assert "pcb/cli.py" in names and "pyproject.toml" in names
+    assert "pcb/cli/main.py" in names and "pyproject.toml" in names
     assert "README.md" in names  # a stub when the project has none
     assert "build-ca/.none" in names and "build-ca/ca.crt" not in names
     assert not any(name.startswith("docker/runtime/") for name in names)
@@ -133,7 +134,7 @@ def test_context_tar(tmp_path: Path):
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     tar = open_context("export", root, ca)
     assert tar.extractfile("build-ca/ca.crt").read() == ca.read_bytes()
-    member = tar.getmember("pcb/cli.py")
+    member = tar.getmember("pcb/cli/main.py")
     assert (member.uid, member.gid, member.mtime) == (0, 0, 0)
     # the CA bundle is not part of the content tag
     assert images.content_tag("export", "b", root) == images.content_tag("export", "b", root)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.constants import FEATURE_BYTES
 from pcb.errors import PcbError
 from pcb.fileio import atomic_write_json

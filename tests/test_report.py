@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from report_runs import CPU, evaluation, make_run
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.errors import PcbError
 from pcb.fileio import atomic_write_json, read_json
 from pcb.layout import RunLayout

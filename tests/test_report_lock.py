@@ -15,7 +15,7 @@ import pytest
 from reliability_helpers import REPO
 from report_runs import CPU, GPU, evaluation, make_run
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.record.runlock import LOCK_NAME, RunLock
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from report_runs import CPU, GPU, NPU, evaluation, make_run, markdown_table
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.errors import PcbError
 from pcb.fileio import read_json
 from pcb.report.comparison import write_comparison

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from pcb.cli.tensorrt import build_parser
 from pcb.errors import PcbError
 from pcb.orchestration import docker_executor
 from pcb.orchestration.spec import Roots, build_spec
 from pcb.orchestration.stage import StageCall
-from pcb.tensorrt.cli import build_parser
 from pcb.tensorrt.names import dump_backends
 from pcb.tensorrt.plan import (
     TrtPlan,

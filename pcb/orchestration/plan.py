@@ -55,7 +55,7 @@ def describe_plan(
     """One block per stage, in order: the stage, its `docker run` line (or its local command),
     and the atc / aoe / ais_bench commands it runs inside; a closing line says whether this
     host has what the NPU stages need."""
-    from ..ascend.plan import tool_commands
+    from ..cli.preview import tool_commands
     from ..tensorrt.plan import gpus_label, trtexec_commands
     from .docker_executor import container_spec
 

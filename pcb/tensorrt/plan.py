@@ -239,7 +239,7 @@ def trtexec_commands(argv: Sequence[str], image: str = DEFAULT_KEY) -> list[str]
     [] for any other stage. A first run builds each engine as shown; later runs time the saved
     ones (--loadEngine) whose record matches. At run time the flags follow the version
     trtexec itself reports."""
-    from .cli import COMMANDS, build_parser
+    from ..cli.tensorrt import COMMANDS, build_parser
     from .stages import profile_path, times_path
 
     if not argv or argv[0] not in COMMANDS[1:]:

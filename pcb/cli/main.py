@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
-from .constants import DEFAULT_BATCH_SIZES
-from .errors import PcbError
-from .layout import RunLayout
+from ..constants import DEFAULT_BATCH_SIZES
+from ..errors import PcbError
+from ..layout import RunLayout
 
 
 def parse_batch_sizes(text: str) -> list[int]:
@@ -104,7 +104,7 @@ def _cpu_precision_backend(args: argparse.Namespace) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
-    from .quantize import ensure_quantized
+    from ..quantize import ensure_quantized
 
     ensure_quantized(
         RunLayout(args.run),
@@ -125,7 +125,7 @@ def backend_name(text: str) -> str:
 
 
 def chip_arg(text: str) -> str:
-    from .ascend.chips import normalize_chip
+    from ..ascend.chips import normalize_chip
 
     try:
         return normalize_chip(text)
@@ -134,7 +134,7 @@ def chip_arg(text: str) -> str:
 
 
 def devices_arg(text: str) -> tuple[int, ...]:
-    from .ascend.chips import parse_devices
+    from ..ascend.chips import parse_devices
 
     try:
         return parse_devices(text)
@@ -182,7 +182,7 @@ def _add_force(parser: argparse.ArgumentParser, extra: str = "") -> None:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> None:
-    from .demo import write_demo
+    from ..demo import write_demo
 
     paths = write_demo(args.out, seed=args.seed, identities=args.identities)
     print(f"demo dataset:    {paths.dataset_root}")
@@ -191,7 +191,7 @@ def cmd_demo_data(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export_onnx
+    from ..export import export_onnx
 
     layout = RunLayout(args.run)
     export_onnx(
@@ -204,7 +204,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
-    from .preprocess import preprocess_dataset
+    from ..preprocess import preprocess_dataset
 
     # It prints what it found and used per split.
     preprocess_dataset(
@@ -218,7 +218,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
 def cmd_infer(args: argparse.Namespace) -> None:
     if args.backend == "ais_bench":
-        from .ascend.npu_infer import ais_infer
+        from ..ascend.npu_infer import ais_infer
 
         ais_infer(
             RunLayout(args.run),
@@ -230,7 +230,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
             quiet=args.quiet,
         )
         return
-    from .infer import run_inference
+    from ..infer import run_inference
 
     run_inference(
         RunLayout(args.run),
@@ -242,14 +242,14 @@ def cmd_infer(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_run
+    from ..evaluate import evaluate_run
 
     evaluate_run(args.dataset, RunLayout(args.run), backend=args.backend, dumps=args.dumps)
 
 
 def cmd_perf(args: argparse.Namespace) -> None:
     if args.backend == "ais_bench":
-        from .ascend.npu_perf import ais_perf
+        from ..ascend.npu_perf import ais_perf
 
         ais_perf(
             RunLayout(args.run),
@@ -263,7 +263,7 @@ def cmd_perf(args: argparse.Namespace) -> None:
             quiet=args.quiet,
         )
         return
-    from .infer import run_perf
+    from ..infer import run_perf
 
     run_perf(
         RunLayout(args.run),
@@ -278,8 +278,8 @@ def cmd_perf(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    from .ascend.convert import convert_models
-    from .ascend.npu_smi import resolve_chip
+    from ..ascend.convert import convert_models
+    from ..ascend.npu_smi import resolve_chip
 
     convert_models(
         RunLayout(args.run),
@@ -294,7 +294,7 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_parity(args: argparse.Namespace) -> None:
-    from .parity import run_parity
+    from ..parity import run_parity
 
     run_parity(
         RunLayout(args.run),
@@ -306,7 +306,7 @@ def cmd_parity(args: argparse.Namespace) -> None:
 
 
 def cmd_import_results(args: argparse.Namespace) -> None:
-    from .ascend.import_results import import_results
+    from ..ascend.import_results import import_results
 
     import_results(
         args.source,
@@ -318,7 +318,7 @@ def cmd_import_results(args: argparse.Namespace) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from .record.verify import run_verify
+    from ..record.verify import run_verify
 
     run_verify(args.run, quiet=args.quiet)
 
@@ -334,7 +334,7 @@ def threshold_arg(text: str) -> float:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report.comparison import write_comparison
+    from ..report.comparison import write_comparison
 
     write_comparison(
         args.run,
@@ -590,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=cmd_verify)
     # TensorRT stages (trt-calibrate, trt-perf, trt-infer): parsers and cmd_ functions live in
     # pcb/tensorrt/cli.py, so `python -m pcb.tensorrt` and the tests use the very same ones.
-    from .tensorrt.cli import register as register_tensorrt
+    from .tensorrt import register as register_tensorrt
 
     register_tensorrt(stages)
     return parser
@@ -611,7 +611,7 @@ def _run_and_sync(
     func(args)
     # Before the manifest records the stage complete: what it wrote is on the disk, the
     # per-image bins and dumps (written without an fsync each) and the files tools wrote.
-    from .fileio import sync_folder
+    from ..fileio import sync_folder
 
     if root.is_dir():
         sync_folder(root)
@@ -621,8 +621,8 @@ def _report_locked(func: Callable[[argparse.Namespace], None], args: argparse.Na
     """A comparison of several runs: not any one run's stage, but it writes into its --out
     folder, which may be one of those runs (or another run folder), so it holds that
     folder's lock like any stage; a folder it created for nothing is removed again."""
-    from .record.runlock import LOCK_NAME, RunLock
-    from .record.stage_plans import report_output
+    from ..record.runlock import LOCK_NAME, RunLock
+    from ..record.stage_plans import report_output
 
     out = report_output(args)
     created = not out.exists()
@@ -645,8 +645,8 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Non
     The one place every stage passes through (pcb/record/manifest.py), so that none of them
     needs to know about skipping, locking, recording or syncing to the disk.
     """
-    from .record.manifest import run_recorded
-    from .record.stage_plans import report_folder, stage_plan
+    from ..record.manifest import run_recorded
+    from ..record.stage_plans import report_folder, stage_plan
 
     func: Callable[[argparse.Namespace], None] = args.func
     # verify reads the manifest; recording it there would change what it checks.
@@ -672,7 +672,7 @@ def dispatch(args: argparse.Namespace, argv: Sequence[str] | None = None) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .fileio import disk_full_message, is_disk_full
+    from ..fileio import disk_full_message, is_disk_full
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -8,14 +8,14 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..ascend.ais_bench import DEFAULT_PROFILE
+from ..ascend.chips import AUTO, backend_key
+from ..ascend.convert import om_path, plan_convert
+from ..ascend.npu_infer import infer_command
+from ..ascend.npu_perf import perf_scratch, plan_devices
+from ..ascend.visible import tool_device_ids
 from ..constants import SPLITS
 from ..layout import RunLayout
-from .ais_bench import DEFAULT_PROFILE
-from .chips import AUTO, backend_key
-from .convert import om_path, plan_convert
-from .npu_infer import infer_command
-from .npu_perf import perf_scratch, plan_devices
-from .visible import tool_device_ids
 
 # Stands in for the chip `--chip auto` finds at run time, in a plan made before it is known.
 PLAN_CHIP = "310P3"
@@ -27,7 +27,7 @@ def tool_commands(argv: Sequence[str], environment: Mapping[str, str] | None = N
     """The vendor tool commands of a stage's argv (container paths); [] for other stages.
     `environment`: the stage's (a container's tells which host devices it was given, so
     ais_bench's device ids are their positions there); None: run on this host as is."""
-    from ..cli import build_parser
+    from .main import build_parser
 
     args = build_parser().parse_args(list(argv))
     chip = getattr(args, "chip", None)

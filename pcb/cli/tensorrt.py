@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cli import non_negative_int, parse_batch_sizes, positive_int
 from ..constants import DEFAULT_BATCH_SIZES
 from ..errors import PcbError
 from ..layout import RunLayout
-from .engine_cache import CALIBRATION_BATCH, CALIBRATION_IMAGES
-from .trtexec import DEFAULT_PRECISION, PRECISIONS, TRTEXEC, TimingOptions
-from .trtexec_output import DEFAULT_TOLERANCE
+from ..tensorrt.engine_cache import CALIBRATION_BATCH, CALIBRATION_IMAGES
+from ..tensorrt.trtexec import DEFAULT_PRECISION, PRECISIONS, TRTEXEC, TimingOptions
+from ..tensorrt.trtexec_output import DEFAULT_TOLERANCE
+from .main import non_negative_int, parse_batch_sizes, positive_int
 
 COMMANDS = ("trt-calibrate", "trt-perf", "trt-infer")
 
@@ -35,7 +35,7 @@ def non_negative_float(text: str) -> float:
 
 
 def cmd_trt_calibrate(args: argparse.Namespace) -> None:
-    from .calibration import build_calibration_cache
+    from ..tensorrt.calibration import build_calibration_cache
 
     build_calibration_cache(
         RunLayout(args.run),
@@ -48,7 +48,7 @@ def cmd_trt_calibrate(args: argparse.Namespace) -> None:
 
 
 def cmd_trt_perf(args: argparse.Namespace) -> None:
-    from .stages import run_trt_perf
+    from ..tensorrt.stages import run_trt_perf
 
     run_trt_perf(
         RunLayout(args.run),
@@ -72,7 +72,7 @@ def cmd_trt_perf(args: argparse.Namespace) -> None:
 
 
 def cmd_trt_infer(args: argparse.Namespace) -> None:
-    from .stages import run_trt_infer
+    from ..tensorrt.stages import run_trt_infer
 
     run_trt_infer(
         RunLayout(args.run),
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..cli import dispatch
+    from .main import dispatch
 
     args = build_parser().parse_args(argv)
     try:
