@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# Where a report comparing several runs writes when no --out is given.
+DEFAULT_COMPARISON_DIR = Path("results") / "comparison"
+
 
 @dataclass(frozen=True)
 class RunLayout:

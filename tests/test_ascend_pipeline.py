@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ascend_helpers import DOUBLES, REAL, use_doubles
 
-from pcb.cli.main import build_parser
+from pcb.cli.parser import build_parser
 from pcb.errors import PcbError
 from pcb.orchestration.ascend_stages import (
     convert_call,

@@ -37,7 +37,7 @@ def _entry_module() -> str:
     """`pcb` once pcb/cli.py registers the trt-* commands, else pcb.tensorrt's own entry."""
     import argparse
 
-    from pcb.cli.main import build_parser
+    from pcb.cli.parser import build_parser
 
     for action in build_parser()._actions:
         if isinstance(action, argparse._SubParsersAction) and "trt-perf" in action.choices:

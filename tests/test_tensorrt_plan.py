@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pcb.cli.tensorrt import build_parser
+from pcb.cli.parser import build_parser
+from pcb.cli.preview import trtexec_commands
 from pcb.errors import PcbError
 from pcb.orchestration import docker_executor
 from pcb.orchestration.spec import Roots, build_spec
@@ -22,7 +23,6 @@ from pcb.tensorrt.plan import (
     insert_trt,
     parse_gpus,
     reference_ready,
-    trtexec_commands,
 )
 
 

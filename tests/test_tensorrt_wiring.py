@@ -28,7 +28,7 @@ def _settings_wired() -> bool:
 
 
 def _cli_wired() -> bool:
-    from pcb.cli.main import build_parser
+    from pcb.cli.parser import build_parser
 
     for action in build_parser()._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -115,7 +115,7 @@ def test_trt_plan_follows_the_settings():
 
 @needs_cli
 def test_python_m_pcb_has_the_trt_stages():
-    from pcb.cli.main import build_parser
+    from pcb.cli.parser import build_parser
 
     args = build_parser().parse_args(["trt-perf", "--run", "results/x", "--batch-sizes", "8"])
     assert args.stage == "trt-perf" and args.batch_sizes == [8]
@@ -168,7 +168,7 @@ def test_docs_name_only_tasks_and_stages_that_exist():
     trt_params = {f"--{p.replace('_', '-')}" for p in tasks.trt.body.__code__.co_varnames}
     full_params = {f"--{p.replace('_', '-')}" for p in tasks.full.body.__code__.co_varnames}
     assert flags <= trt_params | full_params
-    from pcb.cli.main import build_parser
+    from pcb.cli.parser import build_parser
 
     for stage in ("trt-calibrate", "trt-perf", "trt-infer"):
         assert build_parser().parse_args([stage, "--run", "r"]).stage == stage

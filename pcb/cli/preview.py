@@ -1,6 +1,7 @@
-"""What an Ascend stage will run, without running it: the atc / aoe / ais_bench command lines
-of a `python -m pcb <stage> ...` call, for a dry run. Built by the same functions the stages
-use, from the stage's own arguments, so the plan cannot drift from what runs."""
+"""What a stage will run, without running it: the vendor tool command lines (atc, aoe,
+ais_bench, trtexec) of a `python -m pcb <stage> ...` call, for a dry run. Built by the same
+functions the stages use, from the stage's own arguments as this parser reads them, so the
+preview cannot drift from what runs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from ..ascend.npu_perf import perf_scratch, plan_devices
 from ..ascend.visible import tool_device_ids
 from ..constants import SPLITS
 from ..layout import RunLayout
+from ..tensorrt.engine_cache import calibration_cache_path, engine_path
+from ..tensorrt.image_matrix import DEFAULT_KEY, tensorrt_image
+from ..tensorrt.stages import profile_path, times_path
+from ..tensorrt.trtexec import Exports, TimingOptions, build_command
+from .parser import build_parser
 
 # Stands in for the chip `--chip auto` finds at run time, in a plan made before it is known.
 PLAN_CHIP = "310P3"
@@ -23,12 +29,20 @@ PLAN_NOTE = "(--chip auto: the chip npu-smi names replaces {plan} in these comma
 PROFILE_NOTE = "(ais_bench options of {name}; a run reads the installed one's first)"
 
 
-def tool_commands(argv: Sequence[str], environment: Mapping[str, str] | None = None) -> list[str]:
+def tool_commands(
+    argv: Sequence[str],
+    environment: Mapping[str, str] | None = None,
+    trt_image: str = DEFAULT_KEY,
+) -> list[str]:
+    """Every vendor tool command of a stage's argv, with the notes that qualify them; [] for a
+    stage that runs none. See ascend_commands and trtexec_commands."""
+    return [*ascend_commands(argv, environment), *trtexec_commands(argv, trt_image)]
+
+
+def ascend_commands(argv: Sequence[str], environment: Mapping[str, str] | None = None) -> list[str]:
     """The vendor tool commands of a stage's argv (container paths); [] for other stages.
     `environment`: the stage's (a container's tells which host devices it was given, so
     ais_bench's device ids are their positions there); None: run on this host as is."""
-    from .main import build_parser
-
     args = build_parser().parse_args(list(argv))
     chip = getattr(args, "chip", None)
     backend = getattr(args, "backend", None)
@@ -80,3 +94,58 @@ def tool_commands(argv: Sequence[str], environment: Mapping[str, str] | None = N
             )
             commands += [list(command) for _devices, command in plan.commands]
     return note + [shlex.join(command) for command in commands]
+
+
+def trtexec_commands(argv: Sequence[str], image: str = DEFAULT_KEY) -> list[str]:
+    """The trtexec lines a trt-perf / trt-infer argv runs (its paths as it sees them: container
+    paths for a container's argv), with the flags of the TensorRT of `image` (image_matrix);
+    [] for any other stage. A first run builds each engine as shown; later runs time the saved
+    ones (--loadEngine) whose record matches. At run time the flags follow the version
+    trtexec itself reports."""
+    if not argv or argv[0] not in ("trt-perf", "trt-infer"):
+        return []
+    trt = tensorrt_image(image)
+    args = build_parser().parse_args(list(argv))
+    layout = RunLayout(Path(args.run))
+    calib = calibration_cache_path(layout) if args.precision == "int8" else None
+    perf = args.stage == "trt-perf"
+    if perf:
+        sizes = list(args.batch_sizes)
+        timing = TimingOptions(
+            warmup_ms=args.warmup_ms,
+            duration_s=args.duration,
+            iterations=args.iterations,
+            threads=args.threads,
+        )
+    else:
+        sizes, timing = [args.batch_size], None
+    lines = []
+    for batch in sizes:
+        exports = None
+        if perf:
+            exports = Exports(
+                times=times_path(layout, args.precision, batch),
+                profile=profile_path(layout, args.precision, batch) if args.profile else None,
+            )
+        command = build_command(
+            layout.onnx_path,
+            engine_path(layout, args.precision, batch),
+            batch,
+            args.precision,
+            version=trt.version,
+            calib_cache=calib,
+            device=args.device,
+            timing=timing,
+            exports=exports,
+            workspace_mib=args.workspace_mib if perf else None,
+            skip_inference=not perf,
+            trtexec=args.trtexec,
+        )
+        lines.append(shlex.join(command))
+    if perf:
+        lines.append("(a saved engine whose record matches is timed with --loadEngine instead)")
+    lines.append(
+        f"(flags of TensorRT {trt.version}, the {trt.reference} base of trt_image "
+        f"{trt.key!r}; the stage reads trtexec's own version first and uses its flags)"
+    )
+    return lines

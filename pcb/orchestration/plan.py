@@ -56,7 +56,7 @@ def describe_plan(
     and the atc / aoe / ais_bench commands it runs inside; a closing line says whether this
     host has what the NPU stages need."""
     from ..cli.preview import tool_commands
-    from ..tensorrt.plan import gpus_label, trtexec_commands
+    from ..tensorrt.plan import gpus_label
     from .docker_executor import container_spec
 
     lines = []
@@ -80,10 +80,7 @@ def describe_plan(
         else:
             lines.append(f"  python -m pcb {' '.join(call.argv())}")
             inner, environment = tuple(call.argv()), None
-        commands = [
-            *tool_commands(inner, environment),
-            *trtexec_commands(inner, image=settings.trt_image),
-        ]
+        commands = tool_commands(inner, environment, settings.trt_image)
         lines += [f"    $ {command}" for command in commands]
     missing = sorted(
         {

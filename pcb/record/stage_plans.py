@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import SPLITS
-from ..layout import RunLayout
+from ..layout import DEFAULT_COMPARISON_DIR, RunLayout
 from ..provenance import host_name
 from .manifest import StagePlan
 
@@ -193,8 +193,6 @@ def report_output(args: argparse.Namespace) -> Path:
         return Path(args.out)
     if len(args.run) == 1:
         return Path(args.run[0])
-    from ..report.comparison import DEFAULT_COMPARISON_DIR
-
     return DEFAULT_COMPARISON_DIR
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..constants import REFERENCE_BACKEND
 from ..errors import PcbError
 from ..fileio import read_json
 from ..layout import RunLayout
@@ -22,7 +23,6 @@ from ..record.manifest import ManifestView
 from ..skipped import describe_skipped
 
 METRICS = ("top1", "top5", "top10", "mAP")
-REFERENCE_BACKEND = "onnxruntime"
 HOST_ASSUMED = "assumed: the report's host (the records name none)"
 MTIME = "file modification time (the record has none)"
 NO_MANIFEST = (

@@ -22,18 +22,15 @@ from typing import Any, Union
 
 from ..constants import DEFAULT_BATCH_SIZES
 from ..errors import PcbError
-from ..layout import RunLayout
 from ..orchestration.spec import GpuSelection, Roots, gpu_request
 from ..orchestration.stage import StageCall
 from .engine_cache import (
     CALIBRATION_BATCH,
     CALIBRATION_IMAGES,
-    calibration_cache_path,
-    engine_path,
 )
 from .image_matrix import DEFAULT_KEY, tensorrt_image
 from .names import dump_backend
-from .trtexec import Exports, TimingOptions, build_command, validate_precision
+from .trtexec import validate_precision
 
 IMAGE = "tensorrt"
 REFERENCE = "onnxruntime"
@@ -211,6 +208,7 @@ class TrtPlan:
         self, data_dir: Path | str = "data", results_dir: Path | str = "results"
     ) -> list[str]:
         """Every container (or host command) of the plan, with the trtexec lines inside."""
+        from ..cli.preview import trtexec_commands
         from ..orchestration.docker_executor import container_spec
 
         roots = Roots.of(data_dir, results_dir)
@@ -231,64 +229,6 @@ class TrtPlan:
                 f"    $ {command}" for command in trtexec_commands(inner, image=self.trt_image)
             ]
         return lines
-
-
-def trtexec_commands(argv: Sequence[str], image: str = DEFAULT_KEY) -> list[str]:
-    """The trtexec lines a trt-perf / trt-infer argv runs (its paths as it sees them: container
-    paths for a container's argv), with the flags of the TensorRT of `image` (image_matrix);
-    [] for any other stage. A first run builds each engine as shown; later runs time the saved
-    ones (--loadEngine) whose record matches. At run time the flags follow the version
-    trtexec itself reports."""
-    from ..cli.tensorrt import COMMANDS, build_parser
-    from .stages import profile_path, times_path
-
-    if not argv or argv[0] not in COMMANDS[1:]:
-        return []
-    trt = tensorrt_image(image)
-    args = build_parser().parse_args(list(argv))
-    layout = RunLayout(Path(args.run))
-    calib = calibration_cache_path(layout) if args.precision == "int8" else None
-    perf = args.stage == "trt-perf"
-    if perf:
-        sizes = list(args.batch_sizes)
-        timing = TimingOptions(
-            warmup_ms=args.warmup_ms,
-            duration_s=args.duration,
-            iterations=args.iterations,
-            threads=args.threads,
-        )
-    else:
-        sizes, timing = [args.batch_size], None
-    lines = []
-    for batch in sizes:
-        exports = None
-        if perf:
-            exports = Exports(
-                times=times_path(layout, args.precision, batch),
-                profile=profile_path(layout, args.precision, batch) if args.profile else None,
-            )
-        command = build_command(
-            layout.onnx_path,
-            engine_path(layout, args.precision, batch),
-            batch,
-            args.precision,
-            version=trt.version,
-            calib_cache=calib,
-            device=args.device,
-            timing=timing,
-            exports=exports,
-            workspace_mib=args.workspace_mib if perf else None,
-            skip_inference=not perf,
-            trtexec=args.trtexec,
-        )
-        lines.append(shlex.join(command))
-    if perf:
-        lines.append("(a saved engine whose record matches is timed with --loadEngine instead)")
-    lines.append(
-        f"(flags of TensorRT {trt.version}, the {trt.reference} base of trt_image "
-        f"{trt.key!r}; the stage reads trtexec's own version first and uses its flags)"
-    )
-    return lines
 
 
 def reference_ready(run: Path) -> bool:
