@@ -15,21 +15,19 @@ from ascend_helpers import DOUBLES, REAL, use_doubles
 
 from pcb.cli.parser import build_parser
 from pcb.errors import PcbError
-from pcb.orchestration.ascend_stages import (
+from pcb.orchestration.argv import (
     convert_call,
     import_results_call,
     parity_call,
+    stage_call,
 )
 from pcb.orchestration.docker_executor import container_spec, docker_run_command
-from pcb.orchestration.pipeline import full_pipeline, stage_call
-from pcb.orchestration.plan import (
-    check_npu_hosts,
-    describe_plan,
-    resolve_auto_chip,
-)
+from pcb.orchestration.dry_run import describe_plan
+from pcb.orchestration.executors import LocalExecutor
+from pcb.orchestration.pipeline import full_pipeline
+from pcb.orchestration.preflight import check_npu_hosts, resolve_auto_chip
 from pcb.orchestration.settings import settings_from_config
 from pcb.orchestration.spec import NPU_DCMI, NPU_DRIVER, NPU_INSTALL_INFO
-from pcb.orchestration.stage import run_local
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -336,7 +334,7 @@ def test_chip_pipeline_end_to_end_on_this_host(tmp_path: Path, monkeypatch):
     make_tiny_model(layout_root / "model" / "pcb.onnx")
     calls = [c for c in full_pipeline(settings) if c.stage != "export"]
     for call in calls:
-        run_local(
+        LocalExecutor().run(
             replace(call, args=(*call.args, "--no-plots")) if call.stage == "report" else call
         )
 

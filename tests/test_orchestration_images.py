@@ -296,33 +296,3 @@ def test_shell_scripts_lint():
     scripts = [ROOT / "scripts" / "setup-docker", ROOT / "docker" / "cann" / "with-cann"]
     result = subprocess.run([SHELLCHECK, *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
-
-
-def test_remove_stale_images_keeps_latest():
-    class Image:
-        def __init__(self, id_, tags):
-            self.id, self.tags = id_, tags
-
-    current = Image("sha256:new", ["pcb-runtime:bbb", "pcb-runtime:latest"])
-    old = Image("sha256:old", ["pcb-runtime:aaa"])
-
-    class Images:
-        removed: list = []
-
-        def get(self, reference):
-            from docker.errors import ImageNotFound
-
-            if reference == "pcb-runtime:latest":
-                return current
-            raise ImageNotFound(reference)
-
-        def list(self, name):
-            return [current, old] if name == "pcb-runtime" else []
-
-        def remove(self, reference, noprune):
-            self.removed.append(reference)
-
-    class Client:
-        images = Images()
-
-    assert images.remove_stale_images(Client()) == ["pcb-runtime:aaa"]

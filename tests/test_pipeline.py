@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from pcb.errors import PcbError
-from pcb.orchestration.pipeline import STAGES, full_pipeline, stage_call
+from pcb.orchestration.argv import stage_call
+from pcb.orchestration.pipeline import STAGES, full_pipeline
 from pcb.orchestration.settings import DEMO_CHECKPOINT, DEMO_DATASET, settings_from_config
 
 

@@ -84,7 +84,7 @@ STAGE_NAMES = tuple(stage.name for stage in STAGES)
 TRT_STAGES = ("trt-calibrate", "trt-perf", "trt-infer")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # each entry is one of a kind: compared (and hashed) by identity
 class Option:
     """One option of one or more stages: its argparse declaration and its invoke.yaml setting."""
 

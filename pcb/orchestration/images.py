@@ -38,11 +38,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCK_PLATFORM = "x86_64-manylinux_2_28"
 LATEST = "latest"
 FIND_LINKS_PORT = 38611
-# Labels every image carries (besides the OCI title/description/revision).
+# The label every image carries with its name (docker/*/Dockerfile): what `invoke clean` tells
+# pcb's untagged old builds by.
 LABEL_IMAGE = "pcb.image"
-LABEL_LOCK = "pcb.lock.sha256"
-LABEL_CONTENT = "pcb.content-tag"
-LABEL_REVISION = "org.opencontainers.image.revision"
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,6 @@ class ImageDef:
     default_base: str
     python: str  # the Python of the base, which the lock targets
     summary: str
-    stages: tuple[str, ...]
     offline_base: bool = False  # can build FROM the debootstrap'd pcb-base image
     lock_find_links: tuple[str, ...] = ()  # extra find-links the lock was resolved with
     # Bases with other Pythons (the CANN images): one lock per Python, requirements-py311.lock;
@@ -110,7 +107,6 @@ IMAGES: dict[str, ImageDef] = {
             PYTHON_SLIM,
             "3.11",
             "torch (CPU build, pinned) + onnx + onnxruntime: checkpoint -> ONNX, demo checkpoint",
-            ("export", "demo-data"),
             offline_base=True,
             lock_find_links=(TORCH_CPU_FIND_LINKS,),
         ),
@@ -119,7 +115,6 @@ IMAGES: dict[str, ImageDef] = {
             PYTHON_SLIM,
             "3.11",
             "numpy, pillow, onnxruntime, scikit-learn, matplotlib: CPU stages",
-            ("demo-data", "preprocess", "infer", "evaluate", "perf", "report"),
             offline_base=True,
         ),
         ImageDef(
@@ -127,7 +122,6 @@ IMAGES: dict[str, ImageDef] = {
             CANN_BASE,
             DEFAULT_CANN_IMAGE.python,
             "CANN toolkit (atc, aoe) + ais_bench/aclruntime: Ascend convert, infer, perf",
-            ("convert", "infer", "perf"),
             pythons=("3.10", "3.11", "3.12"),
         ),
         ImageDef(
@@ -135,7 +129,6 @@ IMAGES: dict[str, ImageDef] = {
             TENSORRT_BASE,
             default_image().python,
             "TensorRT (trtexec, Python bindings): GPU perf, int8 calibration, GPU inference",
-            ("trt-calibrate", "trt-perf", "trt-infer"),
         ),
     )
 }
@@ -513,7 +506,7 @@ def build_image(
     """
     from docker.errors import ImageNotFound
 
-    from .docker_executor import connect
+    from .engine import connect
 
     client = client or connect()
     image = image_def(name)
@@ -660,7 +653,7 @@ def build_images(
     find-links location (export: torch); `find_links` goes to every image. `base_image`
     applies to the images that accept the offline base (export, runtime). `extra_build_args`:
     {image name: {build argument: value}}, e.g. {"cann": {"AIS_BENCH_FIND_LINKS": url}}."""
-    from .docker_executor import connect
+    from .engine import connect
 
     client = client or connect()
     results = []
@@ -688,36 +681,6 @@ def build_images(
                 )
             )
     return results
-
-
-def remove_stale_images(client: Any, names: Sequence[str] = tuple(IMAGES)) -> list[str]:
-    """Untag every pcb-<name>:<content tag> other than the one `latest` points at (each build
-    for new sources leaves the previous one); the layers they share stay. Returns the removed
-    references."""
-    from docker.errors import APIError, ImageNotFound
-
-    removed = []
-    for name in names:
-        image = image_def(name)
-        try:
-            current = client.images.get(image.latest).id
-        except ImageNotFound:
-            continue
-        for candidate in client.images.list(name=image.repository):
-            if candidate.id == current:
-                continue
-            for reference in candidate.tags:
-                try:
-                    client.images.remove(reference, noprune=False)
-                    removed.append(reference)
-                except APIError:  # in use by a container: leave it
-                    pass
-    return removed
-
-
-def image_labels(client: Any, reference: str) -> dict[str, str]:
-    image = client.images.get(reference)
-    return dict(image.labels or {})
 
 
 def describe(result: BuildResult) -> str:

@@ -173,7 +173,7 @@ def _trt_precision(key: str, value: Any) -> str:
 
 
 def _gpus(key: str, value: Any) -> str:
-    from ..tensorrt.plan import parse_gpus
+    from .gpus import parse_gpus
 
     try:
         selection = parse_gpus(value)
