@@ -250,3 +250,15 @@ def settings_from_config(config: Mapping[str, Any], **overrides: Any) -> Setting
     if settings.aoe and settings.dynamic:
         raise PcbError("pcb.aoe and pcb.dynamic: AOE tunes static models only; choose one")
     return settings.for_demo() if settings.demo else settings
+
+
+def project_config(root: Path) -> dict[str, Any]:
+    """The `pcb` section of `root`/invoke.yaml as Invoke reads it; {} without the file or
+    Invoke (the Settings defaults are the same values)."""
+    try:
+        from invoke.vendor import yaml  # invoke's own YAML reader: no extra dependency
+
+        loaded = yaml.safe_load((Path(root) / "invoke.yaml").read_text(encoding="utf-8"))
+    except (ImportError, OSError):
+        return {}
+    return dict((loaded or {}).get("pcb", {}))

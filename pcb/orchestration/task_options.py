@@ -273,7 +273,7 @@ class Given:
 def sort_options(options: Sequence[TaskOption], values: Mapping[str, Any]) -> Given:
     result = Given()
     for option in options:
-        value = values.get(option.name, option.default)
+        value = values.get(option.name, False if option.switch else option.default)
         if option.setting is None and option.stage_key is None:
             result.flags[option.name] = value
             continue

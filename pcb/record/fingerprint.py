@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..constants import SPLIT_FOLDERS
 from ..errors import PcbError
 from ..fileio import atomic_write_text, read_json
+from ..layout import find_market_root
 from .digest import ALGORITHM, DigestStore, digest_lines, digest_store
 from .runlock import LOCK_NAME
 
@@ -136,9 +138,6 @@ def dataset_fingerprint(
     The other folders of the archive (training images, gt_bbox) are not read by any stage,
     so a change there is no reason to preprocess again.
     """
-    from ..constants import SPLIT_FOLDERS
-    from ..dataset import find_market_root
-
     try:
         root = find_market_root(Path(dataset))
     except PcbError as error:
@@ -154,9 +153,6 @@ def dataset_fingerprint(
 
 
 def dataset_split_folder(dataset: Path, split: str) -> Path | None:
-    from ..constants import SPLIT_FOLDERS
-    from ..dataset import find_market_root
-
     try:
         return find_market_root(Path(dataset)) / SPLIT_FOLDERS[split]
     except PcbError:
