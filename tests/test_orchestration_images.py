@@ -126,7 +126,7 @@ def test_context_tar(tmp_path: Path):
     assert "docker/export/requirements.lock" in names
     assert "docker/build-tools.lock" in names
     assert "pcb/cli/main.py" in names and "pyproject.toml" in names
-    assert "README.md" in names  # a stub when the project has none
+    assert "README.md" in names  # a stub: the project's stays on the host
     assert "build-ca/.none" in names and "build-ca/ca.crt" not in names
     assert not any(name.startswith("docker/runtime/") for name in names)
     assert not any("__pycache__" in name for name in names)
@@ -296,3 +296,76 @@ def test_shell_scripts_lint():
     scripts = [ROOT / "scripts" / "setup-docker", ROOT / "docker" / "cann" / "with-cann"]
     result = subprocess.run([SHELLCHECK, *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_host_only_edits_retag_no_image(tmp_path: Path):
+    """An image's content tag hashes only what goes into it: the orchestration, the benchmarks,
+    tasks.py, invoke.yaml and the README stay on the host, so editing them rebuilds nothing; a
+    library file is in every image."""
+    root = copy_project(tmp_path)
+    for name in ("tasks.py", "invoke.yaml", "README.md"):
+        shutil.copy(ROOT / name, root / name)
+
+    def digests() -> dict[str, str]:
+        return {name: images.content_digest(name, "sha256:base", root) for name in images.IMAGES}
+
+    before = digests()
+    for host_only in (
+        "pcb/orchestration/settings.py",
+        "pcb/orchestration/argv.py",
+        "pcb/bench/runner.py",
+        "tasks.py",
+        "invoke.yaml",
+        "README.md",
+    ):
+        with (root / host_only).open("a") as file:
+            file.write("\n# edited\n")
+    (root / "pcb" / "orchestration" / "new_module.py").write_text("")
+    assert digests() == before
+    for library in ("pcb/infer.py", "pcb/cli/options.py"):
+        path = root / library
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# edited\n")
+        after = digests()
+        assert all(after[name] != before[name] for name in images.IMAGES), library
+        path.write_bytes(original)
+    assert digests() == before
+
+
+def test_the_package_in_an_image_runs_without_the_host_side(tmp_path: Path):
+    """The pcb/ an image gets has no orchestration/ and no bench/, and every module in it
+    imports without them: `python -m pcb` parses every stage there."""
+    context = open_context("runtime", copy_project(tmp_path))
+    members = [m for m in context.getmembers() if m.name.startswith("pcb/")]
+    assert not [m.name for m in members if m.name.startswith(images.HOST_ONLY)]
+    unpacked = tmp_path / "image"
+    context.extractall(unpacked, members=members)  # noqa: S202 (our own tar)
+    modules = sorted(
+        ".".join(path.relative_to(unpacked).with_suffix("").parts).removesuffix(".__init__")
+        for path in (unpacked / "pcb").rglob("*.py")
+        if path.stem != "__main__"
+    )
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    module = importlib.import_module(name)\n"
+        "    assert module.__file__.startswith(sys.argv[1]), module.__file__\n"
+        "from pcb.cli.parser import build_parser\n"
+        "build_parser()\n"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", probe, str(unpacked)],
+        cwd=unpacked,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr
+    stages = subprocess.run(
+        [sys.executable, "-m", "pcb", "--help"],
+        cwd=unpacked,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stages.returncode == 0 and "trt-perf" in stages.stdout, stages.stderr

@@ -2,8 +2,10 @@
 
 An image is named `pcb-<name>:<content tag>` (and `pcb-<name>:latest`), where the content tag
 hashes everything that decides what the image holds: the build context (Dockerfile, lock,
-entrypoint, pcb sources, pyproject.toml, README.md) and the base image (its local image id, or
-its reference where it is not on this machine). An image whose tag exists is not built again.
+entrypoint, the pcb package without its host-only parts, pyproject.toml) and the base image
+(its local image id, or its reference where it is not on this machine). An image whose tag
+exists is not built again. What stays on the host (the orchestration, the benchmarks,
+tasks.py, the README) is not in any context, so editing it rebuilds no image.
 
 Builds go through the Docker SDK's classic builder (no BuildKit: no `RUN --mount`, no secrets),
 from a build context assembled here; a CA bundle for pip rides in the context's `build-ca/`
@@ -202,17 +204,22 @@ def file_sha256(path: Path) -> str:
 
 
 README_STUB = b"# pcb\n\nPCB re-ID: see the project repository.\n"
+# The parts of pcb that only the host runs (tests/test_layers.py: nothing below them imports
+# them); no image gets them.
+HOST_ONLY = ("pcb/orchestration/", "pcb/bench/")
 
 
 def _source_entries(root: Path) -> dict[str, tuple[bytes, int]]:
-    """pcb sources + packaging files: {path in the context: (bytes, mode)}."""
-    entries = {"pyproject.toml": _entry(root / "pyproject.toml")}
-    readme = root / "README.md"
-    # pyproject.toml names README.md as the long description: a stub stands in for a missing one.
-    entries["README.md"] = _entry(readme) if readme.is_file() else (README_STUB, 0o644)
+    """The pcb package an image installs, and its packaging: {path in the context: (bytes,
+    mode)}. pyproject.toml names README.md as the long description: a stub stands in for the
+    project's, so that editing the documentation rebuilds no image."""
+    entries = {"pyproject.toml": _entry(root / "pyproject.toml"), "README.md": (README_STUB, 0o644)}
     for path in sorted((root / "pcb").rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            entries[path.relative_to(root).as_posix()] = _entry(path)
+        name = path.relative_to(root).as_posix()
+        if name.startswith(HOST_ONLY) or "__pycache__" in path.parts or path.suffix == ".pyc":
+            continue
+        if path.is_file():
+            entries[name] = _entry(path)
     return entries
 
 
@@ -226,8 +233,9 @@ def context_entries(name: str, root: Path = PROJECT_ROOT) -> dict[str, tuple[byt
     """Every file of the build context but the CA bundle: {path in the context: (bytes, mode)}.
 
     docker/<name>/ (Dockerfile, lock, entrypoint, ...), docker/build-tools.lock, pyproject.toml,
-    README.md and pcb/**. (docker/cann/wheels/ always holds at least its .gitignore, so that
-    the Dockerfile's COPY of the folder works when no wheel was put there.)
+    a stub README.md and pcb/** but its HOST_ONLY folders. (docker/cann/wheels/ always holds
+    at least its .gitignore, so that the Dockerfile's COPY of the folder works when no wheel
+    was put there.)
     """
     image_def(name)
     folder = root / "docker" / name
