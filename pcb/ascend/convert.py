@@ -21,10 +21,10 @@ from ..errors import PcbError
 from ..fileio import atomic_write_json, atomic_write_text, file_md5, read_json
 from ..layout import RunLayout
 from ..provenance import stamp
+from ..tool import run_tool
 from .atc import aoe_command, atc_command, failure_message
 from .cann_version import read_cann_version
 from .chips import soc_version
-from .tool import run_tool
 from .visible import tool_device_ids
 
 PATH_OPTIONS = ("--model=", "--output=")

@@ -28,6 +28,7 @@ from ..layout import RunLayout
 from ..provenance import host_name, utc_now
 from ..record.digest import digest_store
 from ..record.digest_records import SplitDigests, check_files, describe_redo, dumps_record_path
+from ..tool import run_tool
 from .ais_bench import (
     DEFAULT_PROFILE,
     AisBenchProfile,
@@ -48,7 +49,6 @@ from .ais_bench_output import (
 from .chips import backend_key, platform_name
 from .convert import om_record_path, require_om
 from .npu_smi import resolve_chip
-from .tool import run_tool
 from .visible import tool_device_ids
 
 LISTED = 10

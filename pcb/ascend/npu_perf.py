@@ -14,9 +14,7 @@ exactly the chips of one card (read from `npu-smi info`), else "<n> chips".
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +28,7 @@ from ..infer import perf_table
 from ..layout import RunLayout
 from ..perf import LatencyStats, PerfRecord, write_perf_records
 from ..provenance import stamp
+from ..tool import start_tool
 from .ais_bench import (
     DEFAULT_PROFILE,
     AisBenchProfile,
@@ -61,18 +60,7 @@ class DeviceRun:
     source: str = "summary JSON, checked against the printed summary"
 
 
-def _start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    # The child keeps its own descriptor of the log; the parent's closes with the block.
-    with open(log, "w", encoding="utf-8") as handle:
-        try:
-            return subprocess.Popen(
-                command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **env}
-            )
-        except FileNotFoundError:
-            raise PcbError(
-                f"{command[0]} not found: run the perf stage in the cann image"
-            ) from None
+PERF_HINT = "run the perf stage in the cann image"
 
 
 def perf_scratch(layout: RunLayout, key: str, batch_size: int) -> Path:
@@ -232,7 +220,7 @@ def run_devices(
         log = scratch / f"{name}.out"
         env = {"ASCEND_PROCESS_LOG_PATH": str(scratch / f"{name}-ascend-log")}
         started = time.perf_counter()
-        processes.append((covered, command, log, started, _start(list(command), log, env)))
+        processes.append((covered, command, log, started, start_tool(command, log, env, PERF_HINT)))
     runs: list[DeviceRun] = []
     failures = []
     total = None
