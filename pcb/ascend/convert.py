@@ -74,7 +74,7 @@ def _options(command: Sequence[str], chip: str) -> dict[str, Any]:
     }
 
 
-def plan_convert(
+def convert_jobs(
     layout: RunLayout,
     chip: str,
     batch_sizes: Sequence[int],
@@ -218,7 +218,7 @@ def convert_models(
     made = []
     # AOE runs on the NPU: in a container, the chip's id there (visible.py).
     tool_device = tool_device_ids([device])[0] if aoe else device
-    for planned in plan_convert(layout, chip, batch_sizes, dynamic, aoe, tool_device):
+    for planned in convert_jobs(layout, chip, batch_sizes, dynamic, aoe, tool_device):
         job = replace(planned, options={**planned.options, "cann_version": cann.text})
         target = om_dir(layout) / f"{job.stem}.om"
         if not force and is_up_to_date(target, onnx_md5, job.options):

@@ -93,7 +93,7 @@ def perf(args: argparse.Namespace) -> None:
             _require_chip(args),
             args.batch_sizes,
             devices=args.devices,
-            loop=args.iterations,
+            iterations=args.iterations,
             warmup=args.warmup,
             aoe=args.aoe,
             dynamic=args.dynamic,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from ..ascend.ais_bench import DEFAULT_PROFILE
 from ..ascend.chips import AUTO, backend_key
-from ..ascend.convert import om_path, plan_convert
+from ..ascend.convert import convert_jobs, om_path
 from ..ascend.npu_infer import infer_command
-from ..ascend.npu_perf import perf_scratch, plan_devices
+from ..ascend.npu_perf import perf_scratch, timing_commands
 from ..ascend.visible import tool_device_ids
 from ..constants import SPLITS
 from ..layout import RunLayout
@@ -59,7 +59,7 @@ def ascend_commands(argv: Sequence[str], environment: Mapping[str, str] | None =
     commands: list[list[str]] = []
     if args.stage == "convert":
         device = tool_device_ids([args.device], env)[0] if args.aoe else args.device
-        jobs = plan_convert(layout, chip, args.batch_sizes, args.dynamic, args.aoe, device)
+        jobs = convert_jobs(layout, chip, args.batch_sizes, args.dynamic, args.aoe, device)
         commands = [list(job.command) for job in jobs]
     elif args.stage == "infer":
         key = backend_key(chip, "ais_bench", args.aoe, args.dynamic)
@@ -82,7 +82,7 @@ def ascend_commands(argv: Sequence[str], environment: Mapping[str, str] | None =
             om = om_path(layout, None if args.dynamic else batch_size, args.aoe)
             scratch = perf_scratch(layout, key, batch_size)
             # One multi-device ais_bench, or one per device started together.
-            plan = plan_devices(
+            timing = timing_commands(
                 om,
                 batch_size,
                 args.devices,
@@ -92,7 +92,7 @@ def ascend_commands(argv: Sequence[str], environment: Mapping[str, str] | None =
                 args.warmup,
                 args.dynamic,
             )
-            commands += [list(command) for _devices, command in plan.commands]
+            commands += [list(command) for _devices, command in timing.commands]
     return note + [shlex.join(command) for command in commands]
 
 
