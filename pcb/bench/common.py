@@ -102,12 +102,6 @@ def ratio_figure(
     return Figure(name, value, unit, f">= {minimum:g}", met, note)
 
 
-def timed(func: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = func()
-    return time.perf_counter() - start, result
-
-
 def interleaved_rates(
     funcs: dict[str, Callable[[], Any]],
     items: int,

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from ..backends.base import Backend
+from ..backends import Backend, create_backend
 from ..constants import DEFAULT_BATCH_SIZES, SPLITS
 from ..errors import PcbError
 from ..fileio import atomic_write_text, file_md5
@@ -449,9 +449,7 @@ BackendFactory = Callable[[int], Backend]
 
 
 def _tensorrt_backend(device: int) -> Backend:
-    from ..backends.tensorrt_backend import TensorRTBackend
-
-    return TensorRTBackend(device)
+    return create_backend("tensorrt", device=device)
 
 
 def run_trt_infer(
