@@ -10,32 +10,25 @@ from __future__ import annotations
 
 from invoke import Exit
 
+from pcb.cli.options import STAGE_NAMES
 from pcb.orchestration import commands
 from pcb.orchestration import task_options as opts
 from pcb.orchestration.invoke_tasks import make_task, settings_task, stage_task
 
-demo_data = stage_task("demo-data")
-export = stage_task("export")
-preprocess = stage_task("preprocess")
-infer = stage_task("infer")
-evaluate = stage_task("evaluate")
-perf = stage_task("perf")
-quantize = stage_task("quantize")
-convert = stage_task("convert")
-parity = stage_task("parity")
-verify = stage_task("verify")
-trt_calibrate = stage_task("trt-calibrate")
-trt_perf = stage_task("trt-perf")
-trt_infer = stage_task("trt-infer")
+# Every stage's task (demo_data, export, ..., trt_infer): the stage's one call, with every
+# option the stage takes; report and import-results do more, below.
+globals().update(
+    {
+        stage.replace("-", "_"): stage_task(stage)
+        for stage in STAGE_NAMES
+        if stage not in ("report", "import-results")
+    }
+)
 
 report = stage_task(
     "report",
     lambda settings, given: commands.run_report(
-        settings,
-        given.flag("runs") or (),
-        given.stage,
-        print_docker=given.flag("print_docker"),
-        dry_run=given.flag("dry_run"),
+        settings, given.flag("runs") or (), given.stage, **given.running()
     ),
     "--runs names each run to compare (results/comparison then holds the comparison).",
 )
@@ -48,8 +41,7 @@ import_results = stage_task(
         batch_size=given.stage.get("batch_size"),
         chips_per_card=given.stage.get("chips_per_card"),
         evaluate=not given.flag("no_evaluate"),
-        print_docker=given.flag("print_docker"),
-        dry_run=given.flag("dry_run"),
+        **given.running(),
     ),
     "Then evaluate its dumps, compare them with onnxruntime's and report.",
 )
@@ -63,10 +55,7 @@ full = settings_task(
     "rebuilt); --dry-run only prints what would run.",
     opts.FULL,
     lambda settings, given: commands.run_full(
-        settings,
-        force=given.flag("force"),
-        print_docker=given.flag("print_docker"),
-        dry_run=given.flag("dry_run"),
+        settings, force=given.flag("force"), **given.running()
     ),
 )
 
@@ -77,10 +66,7 @@ trt = settings_task(
     "the run has onnxruntime's evaluation), report. Needs an exported, preprocessed run.",
     opts.TRT,
     lambda settings, given: commands.run_trt(
-        settings,
-        accuracy=not given.flag("no_accuracy"),
-        print_docker=given.flag("print_docker"),
-        dry_run=given.flag("dry_run"),
+        settings, accuracy=not given.flag("no_accuracy"), **given.running()
     ),
 )
 

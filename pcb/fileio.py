@@ -148,6 +148,16 @@ def read_json(path: Path) -> Any:
         return json.load(handle)
 
 
+def read_record(path: Path) -> dict[str, Any]:
+    """The JSON object a stage recorded in `path`; {} when there is none, it cannot be read or
+    it is not an object: a record that cannot be read vouches for nothing."""
+    try:
+        payload = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
 def file_md5(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as handle:

@@ -24,7 +24,7 @@ from .constants import (
     SPLITS,
 )
 from .errors import PcbError
-from .fileio import atomic_write_bytes, atomic_write_json, read_json
+from .fileio import atomic_write_bytes, atomic_write_json, read_record
 from .layout import RunLayout
 from .perf import (
     LatencyStats,
@@ -202,16 +202,6 @@ def _batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _previous_record(record_path: Path) -> dict[str, Any]:
-    if not record_path.is_file():
-        return {}
-    try:
-        payload = read_json(record_path)
-    except (ValueError, OSError):
-        return {}  # an unreadable record proves nothing: fall back to trusting sizes
-    return payload if isinstance(payload, dict) else {}
-
-
 @dataclass(frozen=True)
 class DumpSource:
     """What a backend's dumps come from, for the one inference loop (`infer_splits`).
@@ -248,7 +238,8 @@ def infer_splits(
     counts: dict[str, int] = {}
     for split, stems in stems_by_split.items():
         record_path = infer_record_path(layout, source.name, split)
-        previous = _previous_record(record_path)
+        # An unreadable record proves nothing: the dumps are then judged by their digests.
+        previous = read_record(record_path)
         stale = any(previous.get(key, value) != value for key, value in source.identity.items())
         if stale:
             # Delete rather than overwrite: were this run interrupted, no old dump could pass

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PcbError
-from ..fileio import atomic_write_json, atomic_write_text, file_md5, read_json
+from ..fileio import atomic_write_json, atomic_write_text, file_md5, read_json, read_record
 from ..layout import RunLayout
 from ..provenance import stamp
 from ..tool import run_tool
@@ -113,15 +113,9 @@ def _with_output(command: Sequence[str], prefix: Path) -> list[str]:
 
 
 def is_up_to_date(om: Path, onnx_md5: str, options: dict[str, Any]) -> bool:
-    record_path = om_record_path(om)
-    if not om.is_file() or not record_path.is_file():
-        return False
-    try:
-        record = read_json(record_path)
-    except (OSError, ValueError):
-        return False
+    record = read_record(om_record_path(om)) if om.is_file() else {}
     return (
-        isinstance(record, dict)
+        bool(record)
         and record.get("onnx_md5") == onnx_md5
         and record.get("options") == options
         and record.get("om_md5") == file_md5(om)

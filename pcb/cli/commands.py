@@ -7,10 +7,16 @@ the others (the cann image has no torch, the runtime image no TensorRT).
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import PcbError
 from ..layout import RunLayout
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The parsed options of these names, as the library function's keywords of the same
+    names."""
+    return {name: getattr(args, name) for name in names}
 
 
 def _require_chip(args: argparse.Namespace) -> str:
@@ -22,7 +28,7 @@ def _require_chip(args: argparse.Namespace) -> str:
 def demo_data(args: argparse.Namespace) -> None:
     from ..demo import write_demo
 
-    paths = write_demo(args.out, seed=args.seed, identities=args.identities)
+    paths = write_demo(args.out, **_given(args, "seed", "identities"))
     print(f"demo dataset:    {paths.dataset_root}")
     print(f"demo checkpoint: {paths.checkpoint}")
     print("(synthetic images and untrained weights: numbers from them are not comparable)")
@@ -31,12 +37,10 @@ def demo_data(args: argparse.Namespace) -> None:
 def export(args: argparse.Namespace) -> None:
     from ..export import export_onnx
 
+    static = args.static_batch_sizes or []
+    layout = RunLayout(args.run)
     export_onnx(
-        args.checkpoint,
-        RunLayout(args.run),
-        static_batch_sizes=args.static_batch_sizes or [],
-        opset=args.opset,
-        force=args.force,
+        args.checkpoint, layout, static_batch_sizes=static, **_given(args, "opset", "force")
     )
 
 
@@ -44,138 +48,77 @@ def preprocess(args: argparse.Namespace) -> None:
     from ..preprocess import preprocess_dataset
 
     # It prints what it found and used per split.
-    preprocess_dataset(
-        args.dataset,
-        RunLayout(args.run),
-        workers=args.workers,
-        quiet=args.quiet,
-        skip_bad_images=args.skip_bad_images,
-    )
+    options = _given(args, "workers", "quiet", "skip_bad_images")
+    preprocess_dataset(args.dataset, RunLayout(args.run), **options)
 
 
 def infer(args: argparse.Namespace) -> None:
     if args.backend == "ais_bench":
         from ..ascend.npu_infer import ais_infer
 
-        ais_infer(
-            RunLayout(args.run),
-            _require_chip(args),
-            batch_size=args.batch_size,
-            device=args.device,
-            aoe=args.aoe,
-            dynamic=args.dynamic,
-            quiet=args.quiet,
-        )
+        options = _given(args, "batch_size", "device", "aoe", "dynamic", "quiet")
+        ais_infer(RunLayout(args.run), _require_chip(args), **options)
         return
     from ..infer import run_inference
 
-    run_inference(
-        RunLayout(args.run),
-        backend=args.backend,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        quiet=args.quiet,
-    )
+    options = _given(args, "backend", "batch_size", "threads", "quiet")
+    run_inference(RunLayout(args.run), **options)
 
 
 def evaluate(args: argparse.Namespace) -> None:
     from ..evaluate import evaluate_run
 
-    evaluate_run(args.dataset, RunLayout(args.run), backend=args.backend, dumps=args.dumps)
+    evaluate_run(args.dataset, RunLayout(args.run), **_given(args, "backend", "dumps"))
 
 
 def perf(args: argparse.Namespace) -> None:
     if args.backend == "ais_bench":
         from ..ascend.npu_perf import ais_perf
 
-        ais_perf(
-            RunLayout(args.run),
-            _require_chip(args),
-            args.batch_sizes,
-            devices=args.devices,
-            iterations=args.iterations,
-            warmup=args.warmup,
-            aoe=args.aoe,
-            dynamic=args.dynamic,
-            quiet=args.quiet,
-        )
+        options = _given(args, "devices", "iterations", "warmup", "aoe", "dynamic", "quiet")
+        ais_perf(RunLayout(args.run), _require_chip(args), args.batch_sizes, **options)
         return
     from ..infer import run_perf
 
-    run_perf(
-        RunLayout(args.run),
-        backend=args.backend,
-        batch_sizes=args.batch_sizes,
-        warmup=args.warmup,
-        iterations=args.iterations,
-        threads=args.threads,
-        quiet=args.quiet,
-        force=args.force,
-    )
+    options = _given(args, "backend", "batch_sizes", "warmup", "iterations", "threads")
+    run_perf(RunLayout(args.run), **options, **_given(args, "quiet", "force"))
 
 
 def quantize(args: argparse.Namespace) -> None:
     from ..quantize import ensure_quantized
 
-    ensure_quantized(
-        RunLayout(args.run),
-        calibration_images=args.calibration_images,
-        force=args.force,
-        quiet=args.quiet,
-    )
+    options = _given(args, "calibration_images", "force", "quiet")
+    ensure_quantized(RunLayout(args.run), **options)
 
 
 def convert(args: argparse.Namespace) -> None:
     from ..ascend.convert import convert_models
     from ..ascend.npu_smi import resolve_chip
 
-    convert_models(
-        RunLayout(args.run),
-        resolve_chip(args.chip, [args.device]),
-        args.batch_sizes,
-        dynamic=args.dynamic,
-        aoe=args.aoe,
-        device=args.device,
-        force=args.force,
-        quiet=args.quiet,
-    )
+    chip = resolve_chip(args.chip, [args.device])
+    options = _given(args, "dynamic", "aoe", "device", "force", "quiet")
+    convert_models(RunLayout(args.run), chip, args.batch_sizes, **options)
 
 
 def parity(args: argparse.Namespace) -> None:
     from ..parity import run_parity
 
-    run_parity(
-        RunLayout(args.run),
-        args.backend,
-        reference=args.reference,
-        threshold=args.threshold,
-        dumps=args.dumps,
-    )
+    options = _given(args, "reference", "threshold", "dumps")
+    run_parity(RunLayout(args.run), args.backend, **options)
 
 
 def import_results(args: argparse.Namespace) -> None:
     from ..ascend.import_results import import_results
 
-    import_results(
-        args.source,
-        RunLayout(args.run),
-        chip=args.chip,
-        batch_size=args.batch_size,
-        chips_per_card=args.chips_per_card,
-    )
+    options = _given(args, "chip", "batch_size", "chips_per_card")
+    import_results(args.source, RunLayout(args.run), **options)
 
 
 def report(args: argparse.Namespace) -> None:
     from ..report.comparison import write_comparison
 
-    write_comparison(
-        args.run,
-        out=args.out,
-        show=args.show,
-        ratios=args.ratios,
-        force=args.force,
-        plots=not args.no_plots,
-    )
+    options = _given(args, "out", "show", "ratios", "force")
+    write_comparison(args.run, plots=not args.no_plots, **options)
 
 
 def verify(args: argparse.Namespace) -> None:
@@ -187,52 +130,30 @@ def verify(args: argparse.Namespace) -> None:
 def trt_calibrate(args: argparse.Namespace) -> None:
     from ..tensorrt.calibration import build_calibration_cache
 
-    build_calibration_cache(
-        RunLayout(args.run),
-        images=args.images,
-        batch_size=args.batch_size,
-        device=args.device,
-        force=args.force,
-        quiet=args.quiet,
-    )
+    options = _given(args, "images", "batch_size", "device", "force", "quiet")
+    build_calibration_cache(RunLayout(args.run), **options)
 
 
 def trt_perf(args: argparse.Namespace) -> None:
     from ..tensorrt.stages import run_trt_perf
     from ..tensorrt.trtexec import TimingOptions
 
-    run_trt_perf(
-        RunLayout(args.run),
-        precision=args.precision,
-        batch_sizes=args.batch_sizes,
-        device=args.device,
-        timing=TimingOptions(
-            warmup_ms=args.warmup_ms,
-            duration_s=args.duration,
-            iterations=args.iterations,
-            threads=args.threads,
-        ),
-        tolerance=args.tolerance,
-        strict=args.strict,
-        rebuild=args.rebuild,
-        profile=args.profile,
-        workspace_mib=args.workspace_mib,
-        trtexec=args.trtexec,
-        quiet=args.quiet,
+    timing = TimingOptions(
+        warmup_ms=args.warmup_ms,
+        duration_s=args.duration,
+        iterations=args.iterations,
+        threads=args.threads,
     )
+    options = _given(args, "precision", "batch_sizes", "device", "tolerance", "strict")
+    options.update(_given(args, "rebuild", "profile", "workspace_mib", "trtexec", "quiet"))
+    run_trt_perf(RunLayout(args.run), timing=timing, **options)
 
 
 def trt_infer(args: argparse.Namespace) -> None:
     from ..tensorrt.stages import run_trt_infer
 
-    run_trt_infer(
-        RunLayout(args.run),
-        precision=args.precision,
-        batch_size=args.batch_size,
-        device=args.device,
-        trtexec=args.trtexec,
-        quiet=args.quiet,
-    )
+    options = _given(args, "precision", "batch_size", "device", "trtexec", "quiet")
+    run_trt_infer(RunLayout(args.run), **options)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {

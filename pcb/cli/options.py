@@ -133,6 +133,19 @@ class Option:
         return kwargs
 
 
+def _batch_sizes(name: str, stage: str, setting: str | None, help: str = "") -> Option:
+    """A stage's --batch-sizes: one measurement (or model) per size."""
+    return Option(
+        name,
+        "--batch-sizes",
+        (stage,),
+        help or "comma-separated, default 1,4,8,16,32,64",
+        type=parse_batch_sizes,
+        default=list(DEFAULT_BATCH_SIZES),
+        setting=setting,
+    )
+
+
 RUN_STAGES = (
     "export",
     "preprocess",
@@ -164,7 +177,6 @@ FORCE_HELP = (
     "options and its outputs unchanged"
 )
 QUIET_STAGES = ("preprocess", "infer", "perf", "quantize", "convert", *TRT_STAGES)
-NPU_MODEL = "ais_bench: the {} model pcb{}.om"
 TRT_RUN = "run folder, e.g. results/market (exported)"
 CHIP_HELP = "Ascend chip, the Name column of `npu-smi info` (310, 310P3, 310B1, ...) or auto"
 CUDA_DEVICE = "CUDA device index as this process sees it (0 in a container: the first GPU given)"
@@ -326,24 +338,14 @@ OPTIONS: tuple[Option, ...] = (
         default=0,
         setting="threads",
     ),
-    Option(
-        "batch_sizes",
-        "--batch-sizes",
-        ("perf",),
-        "comma-separated, default 1,4,8,16,32,64",
-        type=parse_batch_sizes,
-        default=list(DEFAULT_BATCH_SIZES),
-        setting="batch_sizes",
-    ),
+    _batch_sizes("batch_sizes", "perf", "batch_sizes"),
     # No setting: a pipeline converts every batch size it loads a model for (perf's and
     # infer's), `invoke convert --batch-sizes` exactly those given.
-    Option(
+    _batch_sizes(
         "convert_batch_sizes",
-        "--batch-sizes",
-        ("convert",),
+        "convert",
+        None,
         "one model per batch size (the gears of --dynamic), default 1,4,8,16,32,64",
-        type=parse_batch_sizes,
-        default=list(DEFAULT_BATCH_SIZES),
     ),
     Option(
         "warmup",
@@ -402,23 +404,30 @@ OPTIONS: tuple[Option, ...] = (
         default=(0,),
         setting="devices",
     ),
-    Option(
-        "aoe",
-        "--aoe",
-        ("infer", "perf", "convert"),
-        NPU_MODEL.format("AOE-tuned", "_bs<N>_aoe"),
-        action="store_true",
-        setting="aoe",
-        stage_help={"convert": "also AOE-tune each one: pcb_bs<N>_aoe.om (needs an NPU)"},
-    ),
-    Option(
-        "dynamic",
-        "--dynamic",
-        ("infer", "perf", "convert"),
-        NPU_MODEL.format("dynamic-batch", "_dynamic"),
-        action="store_true",
-        setting="dynamic",
-        stage_help={"convert": "one dynamic-batch model pcb_dynamic.om instead"},
+    *(
+        Option(
+            name,
+            f"--{name}",
+            ("infer", "perf", "convert"),
+            f"ais_bench: the {model} model pcb{suffix}.om",
+            action="store_true",
+            setting=name,
+            stage_help={"convert": convert_help},
+        )
+        for name, model, suffix, convert_help in (
+            (
+                "aoe",
+                "AOE-tuned",
+                "_bs<N>_aoe",
+                "also AOE-tune each one: pcb_bs<N>_aoe.om (needs an NPU)",
+            ),
+            (
+                "dynamic",
+                "dynamic-batch",
+                "_dynamic",
+                "one dynamic-batch model pcb_dynamic.om instead",
+            ),
+        )
     ),
     Option(
         "source",
@@ -546,15 +555,7 @@ OPTIONS: tuple[Option, ...] = (
         type=positive_int,
         default=CALIBRATION_BATCH,
     ),
-    Option(
-        "trt_batch_sizes",
-        "--batch-sizes",
-        ("trt-perf",),
-        "comma-separated, default 1,4,8,16,32,64",
-        type=parse_batch_sizes,
-        default=list(DEFAULT_BATCH_SIZES),
-        setting="trt_batch_sizes",
-    ),
+    _batch_sizes("trt_batch_sizes", "trt-perf", "trt_batch_sizes"),
     Option(
         "trt_batch_size",
         "--batch-size",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any, Callable
 
 from ..errors import PcbError
 
@@ -32,44 +33,33 @@ def parse_batch_sizes(text: str) -> list[int]:
     return sizes
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, convert: Callable[[str], Any], kind: str, fits: Callable, bound: str) -> Any:
+    """`text` as a number of `kind` (e.g. "an integer") within `bound` (e.g. "0 or more")."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+    if not fits(value):
+        raise argparse.ArgumentTypeError(f"expected {bound}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    positive = "a positive integer"
+    return _number(text, int, positive, lambda value: value > 0, positive)
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
+    return _number(text, int, "an integer", lambda value: value >= 0, "0 or more")
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
+    return _number(text, float, "a number", lambda value: value >= 0, "0 or more")
 
 
 def threshold_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
-    return value
+    fraction = "a number in (0, 1]"
+    return _number(text, float, fraction, lambda value: 0.0 < value <= 1.0, fraction)
 
 
 def backend_name(text: str) -> str:

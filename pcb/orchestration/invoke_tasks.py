@@ -101,13 +101,7 @@ def stage_task(stage: str, handler: Handler | None = None, more_help: str = "") 
     options = (*options, *STAGE_EXTRAS.get(stage, ()), *demo, *RUNNING)
 
     def run_stage(settings: Settings, given: Given) -> None:
-        commands.run_stage(
-            settings,
-            stage,
-            given.stage,
-            print_docker=given.flag("print_docker"),
-            dry_run=given.flag("dry_run"),
-        )
+        commands.run_stage(settings, stage, given.stage, **given.running())
 
     help = stage_help(stage) + (f" {more_help}" if more_help else "")
     return settings_task(stage.replace("-", "_"), help, options, handler or run_stage)

@@ -269,6 +269,10 @@ class Given:
     def flag(self, name: str, default: Any = None) -> Any:
         return self.flags.get(name, default)
 
+    def running(self) -> dict[str, bool]:
+        """--print-docker and --dry-run, as commands.run_calls takes them."""
+        return {name: bool(self.flags.get(name)) for name in ("print_docker", "dry_run")}
+
 
 def sort_options(options: Sequence[TaskOption], values: Mapping[str, Any]) -> Given:
     result = Given()
