@@ -8,7 +8,7 @@ per file (about 3.5 ms each for the file and the folder on this project's disk),
 nothing for a record and more than the file itself for a per-image bin or dump: those are
 written with `durable=False` and synced together by `sync_folder` (one syncfs of the file
 system) before anything says they are complete: preprocessing before a split's .info list,
-every stage before the manifest records it complete (pcb.cli.dispatch).
+every stage before the manifest records it complete (pcb.cli.main.dispatch).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ RUNTIME = images.IMAGES["runtime"].latest
 
 
 def _entry_module() -> str:
-    """`pcb` once pcb/cli.py registers the trt-* commands, else pcb.tensorrt's own entry."""
+    """`pcb`, whose parser registers the trt-* commands (the old pcb.tensorrt otherwise)."""
     import argparse
 
     from pcb.cli.parser import build_parser

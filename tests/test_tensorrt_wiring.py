@@ -1,6 +1,6 @@
 """The TensorRT stages wired into settings, the pipeline, `python -m pcb` and the Invoke tasks.
 
-The wiring lives in files another change owns (pcb/cli.py, pcb/orchestration/{settings,
+The wiring lives in files another change owns (pcb/cli/, pcb/orchestration/{settings,
 pipeline}.py, tasks.py, invoke.yaml); until it is in, each test here is skipped, saying which
 piece is missing.
 """
@@ -40,7 +40,7 @@ needs_settings = pytest.mark.skipif(
     not _settings_wired() or not hasattr(pipeline, "trt_calls"),
     reason="the TensorRT settings / pipeline wiring is not applied yet",
 )
-needs_cli = pytest.mark.skipif(not _cli_wired(), reason="pcb/cli.py does not register trt-*")
+needs_cli = pytest.mark.skipif(not _cli_wired(), reason="pcb/cli/ does not register trt-*")
 
 
 @needs_settings

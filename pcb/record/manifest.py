@@ -1,7 +1,8 @@
 """The run manifest, `<run>/manifest.json`: what each stage read, how it was asked, what it wrote.
 
 A benchmark figure is only as good as the stage that made it, so every stage run through the
-command line is recorded here (pcb/cli.py runs them all through `run_recorded`, one place):
+command line is recorded here (pcb/cli/main.py runs them all through `run_recorded`, one
+place):
 
 - inputs, each with a content fingerprint (pcb.record.fingerprint): the checkpoint, the model, the
   dataset's two splits image by image, the bins, the dumps;
@@ -95,7 +96,7 @@ def same_input(recorded: Any, current: Mapping[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class StagePlan:
-    """What the wrapper needs to know of one stage call (pcb/stage_plans.py builds these).
+    """What the wrapper needs to know of one stage call (pcb/record/stage_plans.py builds these).
 
     `outputs` are run-relative paths the stage writes (files or folders); whatever record
     file the stage changes besides is added when it completes. `reset` is removed before a

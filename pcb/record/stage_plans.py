@@ -199,7 +199,7 @@ def report_output(args: argparse.Namespace) -> Path:
 def report_plan(args: argparse.Namespace) -> StagePlan | None:
     folder = report_folder(args)
     if folder is None:
-        # A comparison of several runs is not any one run's stage; pcb.cli still holds the
+        # A comparison of several runs is not any one run's stage; pcb.cli.main still holds the
         # lock of the folder it writes into.
         return None
     return StagePlan(
