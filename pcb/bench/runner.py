@@ -176,6 +176,14 @@ def run_bench(
     return payload
 
 
+def task_argv(quick: bool, only: str | None, threads: int | str, out: str | Path) -> list[str]:
+    """`invoke bench`'s options as main's command line."""
+    argv = ["--threads", str(threads), "--out", str(out)]
+    argv += ["--quick"] if quick else []
+    argv += ["--only", only] if only else []
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import PcbError
+from ..errors import PcbError
 from .published import GUIDE_COLUMNS, GUIDE_SCOPE, GUIDE_THROUGHPUT, PUBLISHED_SOURCE
 from .runs import Measurement, RunRecords, Source, SourceIndex
 

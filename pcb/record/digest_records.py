@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..fileio import atomic_write_text, read_json
+from ..layout import RunLayout
 from .digest import ALGORITHM, DigestStore
-from .fileio import atomic_write_text, read_json
-from .layout import RunLayout
 
 SUFFIX = ".digests.json"
 FLUSH_S = 2.0

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import Backend
 from ..constants import FEATURE_SHAPE, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
 from ..errors import PcbError
+from .base import Backend
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 _REBUILD_HINT = (

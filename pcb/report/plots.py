@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 
 DEMO_SUBTITLE = "demo: synthetic data, untrained weights"
 MAX_RANK = 50
@@ -50,6 +50,14 @@ def _title(text: str, demo: bool) -> str:
     return f"{text}\n({DEMO_SUBTITLE})" if demo else text
 
 
+def _plot_column(axes: Any, column: Mapping[str, Any], **style: Any) -> tuple[float, ...]:
+    """One column's images/s against its batch sizes; returns the values drawn."""
+    points = sorted((int(b), v["value"]) for b, v in column["values"].items())
+    xs, ys = zip(*points)
+    axes.plot(xs, ys, **style)
+    return ys
+
+
 def plot_throughput(comparison: Mapping[str, Any], path: Path) -> bool:
     """Measured platforms solid, the guide's published columns dashed; False: nothing measured."""
     columns = comparison["table"]["columns"]
@@ -61,24 +69,18 @@ def plot_throughput(comparison: Mapping[str, Any], path: Path) -> bool:
     axes = figure.add_subplot()
     values: list[float] = []
     for i, column in enumerate(measured):
-        points = sorted((int(b), v["value"]) for b, v in column["values"].items())
-        xs, ys = zip(*points)
-        values += ys
-        axes.plot(
-            xs,
-            ys,
+        values += _plot_column(
+            axes,
+            column,
             marker="o",
             linewidth=2.2,
             color=MEASURED_COLOURS[i % len(MEASURED_COLOURS)],
             label=f"{column['header']}: measured, per {column['scope']}",
         )
     for i, column in enumerate(published):
-        points = sorted((int(b), v["value"]) for b, v in column["values"].items())
-        xs, ys = zip(*points)
-        values += ys
-        axes.plot(
-            xs,
-            ys,
+        values += _plot_column(
+            axes,
+            column,
             linestyle="--",
             marker=".",
             linewidth=1.4,

@@ -21,8 +21,8 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from .errors import PcbError
-from .provenance import host_name, utc_now
+from ..errors import PcbError
+from ..provenance import host_name, utc_now
 
 LOCK_NAME = ".pcb.lock"
 _BUSY = (errno.EACCES, errno.EAGAIN)

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import PcbError
-from .fileio import atomic_write_text, read_json
+from ..errors import PcbError
+from ..fileio import atomic_write_text, read_json
 
 ALGORITHM = "blake2b-128"
 DIGEST_BYTES = 16

@@ -12,17 +12,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .digest import save_stores
-from .digest_records import is_digest_record
-from .errors import PcbError
-from .fileio import read_json
-from .layout import RunLayout
-from .manifest import ManifestView
-from .perf import PerfRecord
-from .skipped import describe_skipped
+from ..constants import REFERENCE_BACKEND
+from ..errors import PcbError
+from ..fileio import read_json
+from ..layout import RunLayout
+from ..perf import PerfRecord
+from ..record.digest import save_stores
+from ..record.digest_records import is_digest_record
+from ..record.manifest import ManifestView
+from ..skipped import describe_skipped
 
 METRICS = ("top1", "top5", "top10", "mAP")
-REFERENCE_BACKEND = "onnxruntime"
 HOST_ASSUMED = "assumed: the report's host (the records name none)"
 MTIME = "file modification time (the record has none)"
 NO_MANIFEST = (

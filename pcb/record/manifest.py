@@ -1,15 +1,16 @@
 """The run manifest, `<run>/manifest.json`: what each stage read, how it was asked, what it wrote.
 
 A benchmark figure is only as good as the stage that made it, so every stage run through the
-command line is recorded here (pcb/cli.py runs them all through `run_recorded`, one place):
+command line is recorded here (pcb/cli/main.py runs them all through `run_recorded`, one
+place):
 
-- inputs, each with a content fingerprint (pcb.fingerprint): the checkpoint, the model, the
+- inputs, each with a content fingerprint (pcb.record.fingerprint): the checkpoint, the model, the
   dataset's two splits image by image, the bins, the dumps;
 - the options, the host, the pcb and library versions and the image (when in a container);
 - per stage: status (running, complete, failed), start and end time, the error of a failed
   run, and a content fingerprint of every output.
 
-Fingerprints are by content (BLAKE2b), read from the run's digest cache (pcb.digest) so that
+Fingerprints are by content (BLAKE2b), read from the run's digest cache (pcb.record.digest) so that
 an unchanged 19,000-file folder costs one stat per file, not 11 GB of reading.
 
 A stage is skipped only when its last run is recorded complete, with the same inputs and
@@ -33,9 +34,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..errors import PcbError
+from ..fileio import atomic_write_json, disk_full_message, is_disk_full, read_json
+from ..layout import RunLayout
+from ..provenance import host_name, utc_now
 from .digest import CACHE_DIR, digest_store, save_stores
-from .errors import PcbError
-from .fileio import atomic_write_json, disk_full_message, is_disk_full, read_json
 from .fingerprint import (
     BOOKKEEPING,
     MANIFEST_NAME,
@@ -48,8 +51,6 @@ from .fingerprint import (
     tree_changes,
     tree_fingerprint,
 )
-from .layout import RunLayout
-from .provenance import host_name, utc_now
 from .runlock import RunLock
 
 SCHEMA = 1
@@ -95,7 +96,7 @@ def same_input(recorded: Any, current: Mapping[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class StagePlan:
-    """What the wrapper needs to know of one stage call (pcb/stage_plans.py builds these).
+    """What the wrapper needs to know of one stage call (pcb/record/stage_plans.py builds these).
 
     `outputs` are run-relative paths the stage writes (files or folders); whatever record
     file the stage changes besides is added when it completes. `reset` is removed before a

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .constants import GUIDE_ACCURACY
+from ..constants import GUIDE_ACCURACY
 
 PUBLISHED_SOURCE = "published (guide 7.4), not measured here"
 

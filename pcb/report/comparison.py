@@ -19,14 +19,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..constants import GUIDE_ACCURACY, GUIDE_TOLERANCE
+from ..errors import PcbError
+from ..fileio import atomic_write_json, atomic_write_text
+from ..layout import DEFAULT_COMPARISON_DIR, RunLayout
 from .accuracy_table import NOT_COMPARABLE, accuracy_section
 from .consistency import Consistency, check_runs, require_comparable
-from .constants import GUIDE_ACCURACY, GUIDE_TOLERANCE
-from .errors import PcbError
-from .fileio import atomic_write_json, atomic_write_text
-from .layout import RunLayout
 from .published import PAPER_MAP
-from .report_render import render_csv, render_markdown, render_terminal
+from .render import render_csv, render_markdown, render_terminal
 from .runs import RunRecords, SourceIndex, load_runs
 from .throughput_table import (
     SHOW_CHOICES,
@@ -39,7 +39,6 @@ from .throughput_table import (
     table_section,
 )
 
-DEFAULT_COMPARISON_DIR = Path("results") / "comparison"
 OUTPUT_NAMES = ("comparison.json", "comparison.md", "comparison.csv")
 PLOT_NAMES = ("throughput.png", "cmc.png")
 # The report host's packages worth naming, each with the distributions that provide it.

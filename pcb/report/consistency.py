@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from .errors import PcbError
+from ..errors import PcbError
 from .runs import RunRecords
 
 COUNT_KEYS = ("num_query", "num_gallery", "num_gallery_ids")

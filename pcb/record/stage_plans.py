@@ -1,6 +1,6 @@
 """What each command-line stage reads, how it is asked, and what it writes: its StagePlan.
 
-The manifest wrapper (pcb/manifest.py) is generic; this table is the one place that knows
+The manifest wrapper (pcb/record/manifest.py) is generic; this table is the one place that knows
 the stages. Outputs are run-relative. CPU stages whose outputs are fully described here are
 skipped when current; stages on an NPU or a GPU are recorded but always run, since their
 tools keep their own caches (converted .om models, TensorRT engines) and what they write
@@ -13,10 +13,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .constants import SPLITS
-from .layout import RunLayout
+from ..constants import SPLITS
+from ..layout import DEFAULT_COMPARISON_DIR, RunLayout
+from ..provenance import host_name
 from .manifest import StagePlan
-from .provenance import host_name
 
 # Arguments that say where, or how loudly, never what: not options of the stage's result.
 NOT_OPTIONS = frozenset(
@@ -193,15 +193,13 @@ def report_output(args: argparse.Namespace) -> Path:
         return Path(args.out)
     if len(args.run) == 1:
         return Path(args.run[0])
-    from .report import DEFAULT_COMPARISON_DIR
-
     return DEFAULT_COMPARISON_DIR
 
 
 def report_plan(args: argparse.Namespace) -> StagePlan | None:
     folder = report_folder(args)
     if folder is None:
-        # A comparison of several runs is not any one run's stage; pcb.cli still holds the
+        # A comparison of several runs is not any one run's stage; pcb.cli.main still holds the
         # lock of the folder it writes into.
         return None
     return StagePlan(

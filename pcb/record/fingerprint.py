@@ -1,6 +1,6 @@
 """Content fingerprints of what stages read and write: a file, a folder, the dataset's splits.
 
-A file's fingerprint is its size and content digest (pcb.digest); a folder's is its file
+A file's fingerprint is its size and content digest (pcb.record.digest); a folder's is its file
 count, bytes and one digest over every file's (relative path, size, digest). Both come from
 the run's digest cache, so fingerprinting a 19,000-file folder that did not change costs one
 stat per file, and any change of content, however it was made (same size, mtime set back),
@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..constants import SPLIT_FOLDERS
+from ..errors import PcbError
+from ..fileio import atomic_write_text, read_json
+from ..layout import find_market_root
 from .digest import ALGORITHM, DigestStore, digest_lines, digest_store
-from .errors import PcbError
-from .fileio import atomic_write_text, read_json
 from .runlock import LOCK_NAME
 
 MANIFEST_NAME = "manifest.json"
@@ -136,9 +138,6 @@ def dataset_fingerprint(
     The other folders of the archive (training images, gt_bbox) are not read by any stage,
     so a change there is no reason to preprocess again.
     """
-    from .constants import SPLIT_FOLDERS
-    from .dataset import find_market_root
-
     try:
         root = find_market_root(Path(dataset))
     except PcbError as error:
@@ -154,9 +153,6 @@ def dataset_fingerprint(
 
 
 def dataset_split_folder(dataset: Path, split: str) -> Path | None:
-    from .constants import SPLIT_FOLDERS
-    from .dataset import find_market_root
-
     try:
         return find_market_root(Path(dataset)) / SPLIT_FOLDERS[split]
     except PcbError:

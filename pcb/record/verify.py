@@ -19,9 +19,9 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..errors import PcbError
 from .digest import DigestStore
 from .digest_records import SUFFIX, SplitDigests
-from .errors import PcbError
 from .fingerprint import (
     MANIFEST_NAME,
     FileChange,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..constants import GUIDE_ACCURACY, GUIDE_TOLERANCE
 from .consistency import dataset_identity
-from .constants import GUIDE_ACCURACY, GUIDE_TOLERANCE
 from .runs import METRICS, REFERENCE_BACKEND, Evaluation, RunRecords, SourceIndex
 
 NOT_COMPARABLE = "not comparable (synthetic data, untrained weights)"
