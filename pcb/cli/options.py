@@ -161,17 +161,8 @@ RUN_STAGES = (
 )
 # The stages whose --force means "run it again though the manifest shows it current"; the
 # report's --force means "compare anyway" (REPORT_FORCE).
-FORCEABLE = (
-    "export",
-    "preprocess",
-    "infer",
-    "evaluate",
-    "perf",
-    "quantize",
-    "parity",
-    "convert",
-    "trt-calibrate",
-)
+_NOT_FORCEABLE = ("import-results", "verify", "trt-perf", "trt-infer")
+FORCEABLE = tuple(stage for stage in RUN_STAGES if stage not in _NOT_FORCEABLE)
 FORCE_HELP = (
     "run it again even when <run>/manifest.json shows it complete with the same inputs and "
     "options and its outputs unchanged"

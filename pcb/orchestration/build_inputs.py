@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,15 @@ def pip_config_find_links() -> str:
     return " ".join(links)
 
 
+def _named_path(
+    setting: str, exists: Callable[[Path], bool], what: str, key: str, kind: str
+) -> Path:
+    path = Path(setting)
+    if not exists(path):
+        raise PcbError(f"{what} {path} does not exist: set pcb.{key} to a {kind}")
+    return path
+
+
 def resolve_wheels(
     setting: str, environ: Mapping[str, str] = os.environ, config_links: str | None = None
 ) -> Path | None:
@@ -76,10 +85,7 @@ def resolve_wheels(
     (PIP_FIND_LINKS, else its configuration files) when that is a local folder, so a host
     whose pip finds torch there builds the images the same way."""
     if setting:
-        path = Path(setting)
-        if not path.is_dir():
-            raise PcbError(f"wheels folder {path} does not exist: set pcb.wheels to a folder")
-        return path
+        return _named_path(setting, Path.is_dir, "wheels folder", "wheels", "folder")
     links = environ.get("PIP_FIND_LINKS", "")
     if not links:
         links = pip_config_find_links() if config_links is None else config_links
@@ -93,10 +99,7 @@ def resolve_wheels(
 def resolve_ca_bundle(setting: str, environ: Mapping[str, str] = os.environ) -> Path | None:
     """The CA bundle pip needs inside builds: the setting, else the host pip's PIP_CERT."""
     if setting:
-        path = Path(setting)
-        if not path.is_file():
-            raise PcbError(f"CA bundle {path} does not exist: set pcb.ca_bundle to a PEM file")
-        return path
+        return _named_path(setting, Path.is_file, "CA bundle", "ca_bundle", "PEM file")
     cert = environ.get("PIP_CERT", "")
     return Path(cert) if cert and Path(cert).is_file() else None
 

@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from types import TracebackType
 
 from ..errors import PcbError
 from ..provenance import host_name, utc_now
@@ -102,10 +101,5 @@ class RunLock:
         self.acquire()
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()

@@ -107,7 +107,6 @@ def platform_entries(
         latest = {b: found[-1] for b, found in by_batch.items()}
         shown = {b: m.record.images_per_s for b, m in latest.items()}
         newest = max(latest.values(), key=lambda m: _when(m.source)).record
-        batch, value = best_throughput(shown)
         entries[platform] = {
             "class": platform_class(newest.backend, newest.tool),
             "backend": newest.backend,
@@ -115,8 +114,7 @@ def platform_entries(
             "tool_version": newest.tool_version,
             "device": newest.device,
             "scope": newest.scope,
-            "images_per_s": {str(b): v for b, v in shown.items()},
-            "best": {"batch_size": batch, "images_per_s": value},
+            **_per_batch_and_best(shown),
             "cells": {
                 str(b): {
                     "shown": len(found) - 1,
@@ -128,18 +126,23 @@ def platform_entries(
     return entries
 
 
+def _per_batch_and_best(images_per_s: dict[int, float]) -> dict[str, Any]:
+    batch, value = best_throughput(images_per_s)
+    return {
+        "images_per_s": {str(b): v for b, v in images_per_s.items()},
+        "best": {"batch_size": batch, "images_per_s": value},
+    }
+
+
 def published_section() -> dict[str, Any]:
     columns = {}
     for column in GUIDE_COLUMNS:
-        values = GUIDE_THROUGHPUT[column.name]
-        batch, value = best_throughput(values)
         columns[column.name] = {
             "device": column.device,
             "tool": column.tool,
             "class": column.platform_class,
             "note": column.note,
-            "images_per_s": {str(b): v for b, v in values.items()},
-            "best": {"batch_size": batch, "images_per_s": value},
+            **_per_batch_and_best(GUIDE_THROUGHPUT[column.name]),
         }
     return {"source": PUBLISHED_SOURCE, "scope": GUIDE_SCOPE, "columns": columns}
 
