@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -486,7 +487,8 @@ def test_invoke_verify_runs_the_stage_in_the_runtime_image(capsys) -> None:
     spec.loader.exec_module(tasks)
     tasks.verify(Context(Config()), demo=True, print_docker=True)
     line = capsys.readouterr().out.strip()
-    assert line.endswith("pcb-runtime:latest verify --run /results/demo")
+    # This checkout's content tag once built; :latest before (docker_executor.image_for).
+    assert re.search(r" pcb-runtime:\S+ verify --run /results/demo$", line)
     assert "-v" in line and ":/results" in line
 
 

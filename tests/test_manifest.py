@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -354,7 +355,7 @@ def test_invoke_force_reaches_every_stage_but_the_report(
     spec.loader.exec_module(tasks)
     tasks.full(Context(Config()), demo=True, print_docker=True, force=True)
     lines = capsys.readouterr().out.splitlines()
-    stages = {line.split("pcb-runtime:latest ")[-1].split()[0]: line for line in lines}
+    stages = {re.split(r" pcb-runtime:\S+ ", line)[-1].split()[0]: line for line in lines}
     for stage in ("preprocess", "infer", "evaluate", "perf"):
         assert stages[stage].endswith("--force") or " --force " in stages[stage], stage
     assert "--force" not in stages["report"]

@@ -58,7 +58,10 @@ def run_calls(
     executor = executor or executor_for(settings, host_root)
     check_hosts(calls, executor.name, host_root)
     if build and executor.name == "docker":
-        builds.build(settings, sorted({call.image for call in calls}))
+        built = builds.build(settings, sorted({call.image for call in calls}))
+        # The containers run the content tags this build made, not the shared :latest.
+        if hasattr(executor, "images"):
+            executor.images.update({result.name: result.tag for result in built or ()})
     for call in calls:
         executor.run(call)
 

@@ -344,14 +344,27 @@ class DockerExecutor:
         memory_limit: object = limits.AUTO,
         host_root: Path = Path("/"),
         client: Any = None,
+        bases: tuple[str, ...] = (),
     ) -> None:
         self.data_dir, self.results_dir = data_dir, results_dir
         self.memory_limit, self.host_root = memory_limit, host_root
         self._client = client
+        self.bases = bases  # bases besides each image's default (checkout_images.py)
+        # image family -> the content tag to run; filled by a build (run_calls) or looked up
+        self.images: dict[str, str] = {}
+        self._noted: set[str] = set()  # images whose preview fell back to :latest, said once
 
     @classmethod
     def for_settings(cls, settings: Settings, host_root: Path = Path("/")) -> DockerExecutor:
-        return cls(settings.data_dir, settings.results_dir, settings.memory_limit, host_root)
+        from .checkout_images import settings_bases
+
+        return cls(
+            settings.data_dir,
+            settings.results_dir,
+            settings.memory_limit,
+            host_root,
+            bases=settings_bases(settings),
+        )
 
     @property
     def client(self) -> Any:
@@ -359,11 +372,40 @@ class DockerExecutor:
             self._client = connect()
         return self._client
 
+    def image_for(self, call: StageCall, required: bool = True) -> str:
+        """The content tag of the call's image that this checkout built. Not `required` (a
+        preview): pcb-<name>:latest when the engine does not answer or nothing is built yet."""
+        from .checkout_images import checkout_image, not_built_message
+
+        if call.image not in self.images:
+            try:
+                found = checkout_image(self.client, call.image, self.bases)
+            except PcbError:
+                if required:
+                    raise
+                found = None
+            if found is None:
+                if required:
+                    raise PcbError(not_built_message(call.image))
+                latest = image_def(call.image).latest
+                if call.image not in self._noted:
+                    self._noted.add(call.image)
+                    print(
+                        f"note: pcb-{call.image} is not built from this checkout's sources yet, "
+                        f"so {latest} is shown; after `invoke build --image {call.image}` its "
+                        "content tag is",
+                        file=sys.stderr,
+                    )
+                return latest
+            self.images[call.image] = found
+        return self.images[call.image]
+
     def preview(self, call: StageCall) -> Preview:
-        """Its `docker run` line; the Ascend host files are not required (a dry run shows
-        what it would map)."""
+        """Its `docker run` line with the image this checkout built; the Ascend host files
+        are not required (a dry run shows what it would map)."""
         spec = container_spec(
             call,
+            image=self.image_for(call, required=False),
             data_dir=self.data_dir,
             results_dir=self.results_dir,
             host_root=self.host_root,
@@ -373,9 +415,11 @@ class DockerExecutor:
         return Preview(f"pcb-{call.image}", spec.to_docker_run(), spec.command, spec.environment)
 
     def run(self, call: StageCall) -> None:
-        print(f"==> {call.stage} [pcb-{call.image}]: {' '.join(call.argv())}", flush=True)
+        image = self.image_for(call)
+        print(f"==> {call.stage} [{image}]: {' '.join(call.argv())}", flush=True)
         run_in_container(
             call,
+            image=image,
             data_dir=self.data_dir,
             results_dir=self.results_dir,
             client=self.client,
