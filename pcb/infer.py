@@ -30,6 +30,7 @@ from .perf import (
     LatencyStats,
     PerfRecord,
     images_per_second,
+    merge_perf_records,
     read_perf_records,
     write_perf_records,
 )
@@ -458,21 +459,24 @@ def reusable_perf(
     tool_version: str,
     device: str,
 ) -> list[PerfRecord] | None:
-    """The records in `path` when they measured exactly this, else None.
+    """The records in `path` of these batch sizes when they measured exactly this, else None.
 
-    Same platform, batch sizes (in order), iterations, runtime version, CPU and host, and the
-    `settings` (warmup, threads, model md5) in every record's extra. A re-run with nothing
-    changed then keeps the measurement instead of spending most of the pipeline's time
-    repeating it; `force` in run_perf re-measures.
+    Same platform, every batch size asked for (the file may hold more: records merge by batch
+    size), iterations, runtime version, CPU and host, and the `settings` (warmup, threads,
+    model md5) in every record's extra. A re-run with nothing changed then keeps the
+    measurement instead of spending most of the pipeline's time repeating it; `force` in
+    run_perf re-measures.
     """
     if not path.is_file():
         return None
     try:
-        records = read_perf_records(path)
+        stored = read_perf_records(path)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable: measure again and overwrite it
-    if [r.batch_size for r in records] != list(batch_sizes):
+    by_size = {r.batch_size: r for r in stored if r.platform == platform_name}
+    if any(size not in by_size for size in batch_sizes):
         return None
+    records = [by_size[size] for size in batch_sizes]
     for record in records:
         extra = record.extra
         if (
@@ -565,8 +569,11 @@ def run_perf(
                 },
             )
         )
-    write_perf_records(perf_path, records)
+    merged = merge_perf_records(perf_path, records)
+    write_perf_records(perf_path, merged)
     print(f"{platform_name} on {device}, {used_threads} threads")
     print(perf_table(records))
-    print(f"written: {perf_path}")
+    others = len(merged) - len(records)
+    kept = f"; kept {others} earlier batch size(s) of the same model" if others else ""
+    print(f"written: {perf_path}{kept}")
     return records

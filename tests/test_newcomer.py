@@ -98,3 +98,23 @@ def test_full_runs_the_tags_its_build_made(monkeypatch, tmp_path: Path):
 
     commands.run_calls(settings, full_pipeline(settings), build=True, executor=executor)
     assert set(ran) == {"pcb-export:built0000000", "pcb-runtime:built0000000"}
+
+
+# ---- 3. the run you named is the run you get ---------------------------------------------------
+
+
+def test_demo_keeps_a_run_named_on_the_command_line():
+    from pcb.orchestration.settings import settings_from_config
+
+    assert settings_from_config({"run": "market"}, demo=True).run == "demo"
+    assert settings_from_config({"run": "market"}, demo=True, run="dock").run == "dock"
+
+
+def test_invoke_full_demo_run_writes_into_that_run(capsys):
+    from invoke import Config, Context
+    from test_tasks import load_tasks
+
+    load_tasks().full(Context(Config()), demo=True, run="dock", print_docker=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert all("/results/dock" in line for line in lines[1:])  # demo-data writes data/demo
+    assert not any("/results/demo" in line for line in lines)

@@ -76,10 +76,11 @@ class Settings:
     def run_dir(self) -> Path:
         return self.results_dir / self.run
 
-    def for_demo(self) -> Settings:
-        """Point data at the generated demo set; its run folder is results/demo."""
+    def for_demo(self, run: str | None = None) -> Settings:
+        """Point data at the generated demo set; its run folder is results/demo, or
+        results/<run> when a run is named on the command line (--demo --run dock)."""
         return replace(
-            self, demo=True, dataset=DEMO_DATASET, checkpoint=DEMO_CHECKPOINT, run="demo"
+            self, demo=True, dataset=DEMO_DATASET, checkpoint=DEMO_CHECKPOINT, run=run or "demo"
         )
 
 
@@ -235,7 +236,8 @@ def settings_from_config(config: Mapping[str, Any], **overrides: Any) -> Setting
     settings = Settings(**values)
     if settings.aoe and settings.dynamic:
         raise PcbError("pcb.aoe and pcb.dynamic: AOE tunes static models only; choose one")
-    return settings.for_demo() if settings.demo else settings
+    # invoke.yaml's run (market) is for real data; a run named on the command line is kept.
+    return settings.for_demo(overrides.get("run")) if settings.demo else settings
 
 
 def project_config(root: Path) -> dict[str, Any]:

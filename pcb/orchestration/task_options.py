@@ -59,7 +59,7 @@ def stage_task_options(stage: str) -> tuple[TaskOption, ...]:
 
 DEMO = TaskOption(
     "demo",
-    "use the generated synthetic data and untrained checkpoint (run: results/demo)",
+    "use the generated synthetic data and untrained checkpoint (run: results/demo, or --run)",
     setting="demo",
     switch=True,
 )
