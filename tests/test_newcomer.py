@@ -118,3 +118,116 @@ def test_invoke_full_demo_run_writes_into_that_run(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert all("/results/dock" in line for line in lines[1:])  # demo-data writes data/demo
     assert not any("/results/demo" in line for line in lines)
+
+
+# ---- 4. pre-flight before anything slow --------------------------------------------------------
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small_market(tmp_path_factory) -> Path:
+    from pcb.demo import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("data"), seed=4, identities=4)
+
+
+def real_settings(tmp_path: Path, dataset: Path, **more: Any) -> Settings:
+    checkpoint = tmp_path / "PCB.pt"
+    checkpoint.write_bytes(b"not read by the pre-flight")
+    return Settings(
+        dataset=dataset, checkpoint=checkpoint, results_dir=tmp_path / "results", **more
+    )
+
+
+def test_invoke_full_refuses_a_missing_checkpoint_before_building(tmp_path: Path):
+    """The real task, as a newcomer types it: refused at once, nothing built or started."""
+    import subprocess
+    import sys
+    import time
+
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "full", "--checkpoint", str(tmp_path / "PCB_3_7.pt")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert f"checkpoint {tmp_path / 'PCB_3_7.pt'} does not exist" in done.stderr
+    assert "--checkpoint" in done.stderr and "invoke full --demo" in done.stderr
+    assert "building" not in done.stdout and "==>" not in done.stdout
+    assert time.monotonic() - start < 60
+
+
+def test_a_missing_split_is_refused_naming_the_dataset_option(tmp_path: Path, small_market):
+    import shutil
+
+    from pcb.orchestration.inputs_check import check_inputs
+
+    dataset = tmp_path / "Market-1501-v15.09.15"
+    shutil.copytree(small_market, dataset)
+    shutil.rmtree(dataset / "bounding_box_test")
+    with pytest.raises(PcbError, match=r"bounding_box_test.*--dataset"):
+        check_inputs(real_settings(tmp_path, dataset))
+
+
+def test_a_run_folder_in_use_is_refused(tmp_path: Path, small_market):
+    """Another process (a stage of another `invoke`) holds the run's lock."""
+    import subprocess
+    import sys
+
+    from pcb.orchestration.inputs_check import check_inputs
+
+    settings = real_settings(tmp_path, small_market)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pcb.record.runlock import RunLock\n"
+            f"with RunLock({str(settings.run_dir)!r}, 'infer'):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(PcbError, match=r"is in use by stage infer"):
+            check_inputs(settings)
+    finally:
+        holder.kill()
+        holder.wait()
+    check_inputs(settings)  # free again
+
+
+def test_a_disk_too_small_for_the_bins_is_refused_with_the_sizes(
+    tmp_path: Path, small_market, monkeypatch
+):
+    import shutil
+    from collections import namedtuple
+
+    from pcb.constants import INPUT_BYTES
+    from pcb.dataset import list_split
+    from pcb.orchestration import inputs_check
+
+    images = sum(len(list_split(small_market, s).records) for s in ("query", "gallery"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, 300 * 1024**2))
+    with pytest.raises(PcbError) as refused:
+        inputs_check.check_inputs(real_settings(tmp_path, small_market))
+    message = str(refused.value)
+    assert f"{images} images x 576 KiB" in message
+    assert f"{images * INPUT_BYTES / 1e9:.1f} GB" in message
+    assert "0.3 GB free" in message and "pcb.results_dir" in message
+
+
+def test_full_market_bins_are_about_11_4_gb():
+    """The figure the refusal gives for full Market-1501 (3368 query, 15913 gallery images
+    that are not junk: the counts README.md and data/README.md give)."""
+    from pcb.orchestration.inputs_check import disk_need
+
+    need = disk_need(Path("/nonexistent/run"), 3368 + 15913)
+    assert round(need.bins_bytes / 1e9, 1) == 11.4

@@ -18,6 +18,7 @@ from .argv import NPU_BACKEND, report_call, stage_call
 from .docker_executor import executor_for
 from .dry_run import describe_plan
 from .executors import Executor
+from .inputs_check import check_inputs
 from .pipeline import full_pipeline, import_pipeline, trt_pipeline
 from .preflight import check_hosts, resolve_auto_chip
 from .settings import Settings
@@ -100,6 +101,9 @@ def run_full(
     calls = full_pipeline(settings)
     if force:
         calls = forced(calls)
+    if not (print_docker or dry_run):
+        # Before the images build: a missing checkpoint or a full disk shows in a second.
+        check_inputs(settings)
     run_calls(settings, calls, print_docker=print_docker, dry_run=dry_run, build=True)
 
 
