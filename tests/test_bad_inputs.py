@@ -398,7 +398,7 @@ def tasks() -> ModuleType:
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"batch_size": 8}, "unknown key(s) under pcb: batch_size; known keys"),
+        ({"batch_size": 8}, "unknown key(s) under pcb: batch_size (did you mean batch_sizes"),
         ({"batch_sizes": [0, 4]}, "pcb.batch_sizes = 0: expected an integer >= 1"),
         ({"infer_batch_size": 2.5}, "pcb.infer_batch_size = 2.5"),
         ({"chip": "910"}, "unknown Ascend chip"),

@@ -231,3 +231,79 @@ def test_full_market_bins_are_about_11_4_gb():
 
     need = disk_need(Path("/nonexistent/run"), 3368 + 15913)
     assert round(need.bins_bytes / 1e9, 1) == 11.4
+
+
+# ---- 5. errors that name what the user typed ---------------------------------------------------
+
+
+def test_a_bad_flag_is_named_as_the_flag_and_a_bad_key_as_the_key():
+    from invoke import Exit
+    from test_tasks import context, load_tasks
+
+    tasks = load_tasks()
+    with pytest.raises(Exit) as flag:
+        tasks.full(context(), chip="310X", dry_run=True)
+    assert str(flag.value.message).startswith("error: --chip 310X: unknown Ascend chip")
+    assert "invoke.yaml" not in flag.value.message
+    with pytest.raises(Exit) as key:
+        tasks.full(context(chip="310X"), dry_run=True)
+    assert "invoke.yaml: pcb.chip = '310X'" in key.value.message
+    with pytest.raises(Exit) as iterations:
+        tasks.full(context(), iterations="0", dry_run=True)
+    assert "--iterations 0: expected an integer >= 1" in iterations.value.message
+
+
+@pytest.mark.parametrize(
+    "make, nearest",
+    [
+        (lambda: __import__("pcb.orchestration.settings").orchestration.settings
+         .settings_from_config({"batch_size": 8}), "did you mean batch_sizes"),
+        (lambda: images.image_def("runtim"), "did you mean runtime?"),
+        (lambda: __import__("pcb.backends").backends.create_backend("onxruntime"),
+         "did you mean onnxruntime?"),
+        (lambda: __import__("pcb.tensorrt.trtexec").tensorrt.trtexec.validate_precision("fp61"),
+         "did you mean fp16?"),
+        (lambda: __import__("pcb.ascend.chips").ascend.chips.normalize_chip("310P9"),
+         "did you mean 310P"),
+    ],
+)  # fmt: skip
+def test_an_unknown_name_gets_the_nearest_known_ones(make, nearest: str):
+    with pytest.raises(PcbError, match=nearest):
+        make()
+
+
+def test_engine_errors_say_which_of_the_three_it_is(tmp_path: Path):
+    from pcb.orchestration import engine
+
+    missing = f"unix://{tmp_path}/docker.sock"
+    assert engine.engine_problem(missing, "No such file", docker_cli="") == engine.NOT_INSTALLED
+    assert (
+        engine.engine_problem(missing, "No such file", docker_cli="/usr/bin/docker")
+        == engine.NOT_RUNNING
+    )
+    denied = "('Connection aborted.', PermissionError(13, 'Permission denied'))"
+    assert engine.engine_problem(missing, denied) == engine.NO_PERMISSION
+    assert "usermod -aG docker" in engine.NO_PERMISSION
+    assert "systemctl start docker" in engine.NOT_RUNNING
+    assert "docs.docker.com/engine/install" in engine.NOT_INSTALLED
+
+
+@pytest.mark.docker
+def test_no_permission_on_the_real_engine_says_so():
+    """The host's engine, reached as a user outside the docker group (nobody): the message is
+    the permission one, not "start the engine"."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root to become another user")
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+         "from pcb.orchestration.engine import connect; connect(timeout=10)"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "the Docker engine runs, but you may not use it" in done.stderr
+    assert "start it with" not in done.stderr

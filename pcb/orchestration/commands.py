@@ -7,7 +7,7 @@ order on the settings' executor."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,12 @@ def run_calls(
     build: bool = False,
     executor: Executor | None = None,
     host_root: Path = Path("/"),
+    check_first: Callable[[], None] | None = None,
 ) -> None:
     """Print the plan (`dry_run`) or the `docker run` lines (`print_docker`); else check the
     host for every NPU and GPU stage before anything starts, build the images the calls need
     (`build`, with the docker executor), and run the calls in order: the first failure stops
-    the rest."""
+    the rest. `check_first` runs after the host checks, before the builds."""
     if dry_run:
         print("\n".join(describe_plan(calls, settings, host_root, executor)))
         return
@@ -58,6 +59,8 @@ def run_calls(
         return
     executor = executor or executor_for(settings, host_root)
     check_hosts(calls, executor.name, host_root)
+    if check_first is not None:  # the task's own pre-flight (invoke full: inputs_check.py)
+        check_first()
     if build and executor.name == "docker":
         built = builds.build(settings, sorted({call.image for call in calls}))
         # The containers run the content tags this build made, not the shared :latest.
@@ -101,10 +104,15 @@ def run_full(
     calls = full_pipeline(settings)
     if force:
         calls = forced(calls)
-    if not (print_docker or dry_run):
-        # Before the images build: a missing checkpoint or a full disk shows in a second.
-        check_inputs(settings)
-    run_calls(settings, calls, print_docker=print_docker, dry_run=dry_run, build=True)
+    # Before the images build: a missing checkpoint or a full disk shows in a second.
+    run_calls(
+        settings,
+        calls,
+        print_docker=print_docker,
+        dry_run=dry_run,
+        build=True,
+        check_first=lambda: check_inputs(settings),
+    )
 
 
 def run_trt(

@@ -39,6 +39,11 @@ def task_name(flag: str) -> str:
     return f"{name}_" if name in ("from", "import", "in") else name
 
 
+def flag_of(name: str) -> str:
+    """static_batch_sizes -> --static-batch-sizes; from_ -> --from (task_name's inverse)."""
+    return "--" + name.rstrip("_").replace("_", "-")
+
+
 def from_stage_option(stage: str, option: Option) -> TaskOption:
     return TaskOption(
         task_name(option.flag),
@@ -265,6 +270,8 @@ class Given:
     backend_overrides: dict[tuple[str, str], Any] = field(default_factory=dict)
     stage: dict[str, Any] = field(default_factory=dict)  # stage option key -> value
     flags: dict[str, Any] = field(default_factory=dict)  # the task's own, by name
+    # setting -> the flag that gave it, so that a bad value is named as the user typed it
+    spelled: dict[str, str] = field(default_factory=dict)
 
     def flag(self, name: str, default: Any = None) -> Any:
         return self.flags.get(name, default)
@@ -285,6 +292,9 @@ def sort_options(options: Sequence[TaskOption], values: Mapping[str, Any]) -> Gi
             continue
         if option.switch and option.setting:
             value = option.value
+        for setting in (option.setting, option.npu_setting):
+            if setting:
+                result.spelled[setting] = flag_of(option.name)
         if option.npu_setting:
             result.backend_overrides[(option.setting, option.npu_setting)] = value
         elif option.setting:
@@ -299,10 +309,11 @@ def task_settings(config: Mapping[str, Any], given_options: Given) -> Settings:
     depends on the backend (perf's --iterations: perf_iterations, or npu_loop for ais_bench)
     overrides the backend's."""
     overrides = dict(given_options.overrides)
-    settings = settings_from_config(config, **overrides)
+    flags = given_options.spelled
+    settings = settings_from_config(config, flags, **overrides)
     if not given_options.backend_overrides:
         return settings
     npu = settings.backend == NPU_BACKEND
     for (setting, npu_setting), value in given_options.backend_overrides.items():
         overrides[npu_setting if npu else setting] = value
-    return settings_from_config(config, **overrides)
+    return settings_from_config(config, flags, **overrides)
