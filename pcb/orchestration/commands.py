@@ -210,3 +210,24 @@ def base_image(force: bool = False) -> None:
     from .base_image import ensure_base_image
 
     print(ensure_base_image(force=force).tag)
+
+
+def locks(
+    images: Sequence[str] = (), find_links: Sequence[str] = (), root: Path | None = None
+) -> None:
+    """`invoke locks`: regenerate docker/<image>/requirements*.lock (and the build tools'
+    lock) with uv, hashes included (docker/README.md, "Regenerating the locks"); needs the
+    package index."""
+    import shutil
+    import sys
+
+    from .images import IMAGES, PROJECT_ROOT, image_def, regenerate_locks
+
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    if not Path(uv).is_file():
+        raise PcbError("uv is not installed: `pip install -e '.[dev]'` (or `pip install uv`)")
+    names = list(images) or ["build-tools", *IMAGES]
+    for name in names:
+        if name != "build-tools":
+            image_def(name)  # an unknown name is refused, with the nearest ones
+    regenerate_locks(names, find_links, uv, root or PROJECT_ROOT)

@@ -244,6 +244,18 @@ CLEAN = (
     TaskOption("containers_only", "leave the images alone", switch=True),
 )
 BASE_IMAGE = (TaskOption("force", "rebuild even when the Debian base image exists", switch=True),)
+LOCKS = (
+    TaskOption(
+        "image",
+        "build-tools, export, runtime, cann or tensorrt; repeatable (default: all)",
+        iterable=True,
+    ),
+    TaskOption(
+        "find_links",
+        "where the export lock finds the torch CPU wheel, e.g. /opt/wheels; repeatable",
+        iterable=True,
+    ),
+)
 BENCH = (
     TaskOption("quick", "a smaller run, about 2 minutes on 2 cores (full: about 5)", switch=True),
     TaskOption("only", "comma-separated: rerun,preprocessing,evaluation,cpu_inference,int8"),
