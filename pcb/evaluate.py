@@ -16,6 +16,7 @@ from .errors import PcbError
 from .fileio import atomic_write_json, read_json
 from .layout import RunLayout
 from .metrics import AP_VARIANT, RankingResult, evaluate_ranking, squared_euclidean
+from .progress import progress
 from .provenance import stamp
 from .skipped import describe_skipped, read_skipped
 
@@ -158,7 +159,10 @@ def find_dumps(dump_dir: Path, stems: Sequence[str]) -> list[Path]:
 
 
 def load_features(
-    dump_dir: Path, records: Sequence[ImageRecord], notes: list[str] | None = None
+    dump_dir: Path,
+    records: Sequence[ImageRecord],
+    notes: list[str] | None = None,
+    progress: Any = None,
 ) -> np.ndarray:
     """(len(records) x 12288) float32 features, row i read from the dump of records[i].
 
@@ -185,6 +189,8 @@ def load_features(
             read = handle.readinto(memoryview(features[row]).cast("B"))
         if read != FEATURE_BYTES:
             raise PcbError(f"{path} shrank to {read} bytes while being read: re-run inference")
+        if progress is not None:
+            progress.update(1)
     bad = ~np.isfinite(features).all(axis=1)
     if bad.any():
         names = [paths[i].name for i in np.flatnonzero(bad)]
@@ -207,9 +213,11 @@ def evaluate_features(
     query_records: Sequence[ImageRecord],
     gallery_records: Sequence[ImageRecord],
     max_rank: int = 50,
+    progress: Any = None,
 ) -> RankingResult:
     """Rank the gallery for every query by squared Euclidean distance (no normalisation, as in
-    the guide) and score it with the Market-1501 protocol."""
+    the guide) and score it with the Market-1501 protocol; `progress` is told of each chunk
+    of queries ranked."""
     for name, features, records in (("query", qf, query_records), ("gallery", gf, gallery_records)):
         if np.ndim(features) != 2 or len(features) != len(records):
             raise PcbError(
@@ -219,7 +227,9 @@ def evaluate_features(
     q_pids, q_camids = _labels(query_records)
     g_pids, g_camids = _labels(gallery_records)
     distmat = squared_euclidean(qf, gf)
-    return evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
+    return evaluate_ranking(
+        distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, progress=progress
+    )
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -247,6 +257,7 @@ def evaluate_run(
     backend: str = "onnxruntime",
     dumps: Path | None = None,
     max_rank: int = 50,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one backend's dumps of a run and write <run>/eval/<backend>.json.
 
@@ -279,15 +290,22 @@ def evaluate_run(
             )
     dump_root = Path(dumps) if dumps is not None else layout.dumps_dir(backend, "query").parent
     notes: list[str] = []
-    features = {split: load_features(dump_root / split, records[split], notes) for split in SPLITS}
-
-    result = evaluate_features(
-        features["query"],
-        features["gallery"],
-        records["query"],
-        records["gallery"],
-        max_rank=max_rank,
-    )
+    # Reading the dumps and ranking: the two long steps at Market scale (20k files, 3k queries).
+    count = sum(len(records[split]) for split in SPLITS)
+    with progress(count, f"evaluate {backend}: reading dumps", "img", quiet) as bar:
+        features = {
+            split: load_features(dump_root / split, records[split], notes, bar)
+            for split in SPLITS
+        }
+    with progress(len(records["query"]), f"evaluate {backend}: ranking", "query", quiet) as bar:
+        result = evaluate_features(
+            features["query"],
+            features["gallery"],
+            records["query"],
+            records["gallery"],
+            max_rank=max_rank,
+            progress=bar,
+        )
     summary: dict[str, Any] = {
         "backend": backend,
         "dataset_root": str(market_root),

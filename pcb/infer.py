@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 import numpy as np
 from tabulate import tabulate
-from tqdm import tqdm
 
 from .backends import Backend, create_backend
 from .backends.base import resolve_threads
@@ -34,6 +33,7 @@ from .perf import (
     read_perf_records,
     write_perf_records,
 )
+from .progress import progress, track
 from .provenance import host_name, stamp, utc_now
 from .record.digest import bytes_digest, cached_md5, digest_store
 from .record.digest_records import (
@@ -368,9 +368,7 @@ def _infer_split(
     """Write each dump and record its digest with the digest of the bin it came from."""
     bins_dir = layout.bins_dir(split)
     store = digest_store(layout.root)
-    with tqdm(
-        total=len(stems), desc=f"{backend} {split}", unit="img", disable=quiet or not stems
-    ) as progress:
+    with progress(len(stems), f"infer {backend} {split}", "img", quiet or not stems) as bar:
         for chunk in _batches(stems, batch_size):
             inputs = [load_bin(bins_dir / f"{stem}.bin") for stem in chunk]
             # The bytes actually read: the dump's record names what it was made from.
@@ -391,7 +389,7 @@ def _infer_split(
                 store.remember(path, digest)
             if digests.flush():
                 store.save()
-            progress.update(len(chunk))
+            bar.update(len(chunk))
 
 
 # ---------------------------------------------------------------- throughput
@@ -543,7 +541,7 @@ def run_perf(
     # Seeded so two runs time the same numbers; content barely matters for dense convolutions.
     rng = np.random.default_rng(PERF_SEED)
     records = []
-    for size in tqdm(batch_sizes, desc=f"{backend} perf", unit="batch", disable=quiet):
+    for size in track(batch_sizes, f"perf {backend}", "batch size", quiet):
         batch = rng.standard_normal((size, *INPUT_SHAPE), dtype=np.float32)
         stats = measure_batch(engine, batch, warmup, iterations)
         records.append(

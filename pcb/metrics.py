@@ -16,6 +16,7 @@ loop that is its oracle in the tests (torchreid's `rank.py` pattern).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -173,8 +174,10 @@ def evaluate_ranking(
     max_rank: int = 50,
     *,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: Any = None,
 ) -> RankingResult:
     """CMC and mAP under the Market-1501 protocol (module docstring), vectorised.
+    `progress.update(n)` is told of each chunk of n queries ranked (pcb/progress.py).
 
     Queries are ranked `chunk_rows` at a time with whole-array numpy operations, so memory is
     a few (chunk_rows x n_gallery) arrays whatever the number of queries. The CMC always has
@@ -223,6 +226,8 @@ def evaluate_ranking(
         first_ranks.append(hit_rank[hits_so_far == 1] - 1)
         aps.append(ap_sum[valid] / num_good[valid])
         valid_rows.append(np.flatnonzero(valid) + start)
+        if progress is not None:
+            progress.update(n)
 
     ap = np.concatenate(aps) if aps else np.zeros(0)
     num_valid = len(ap)

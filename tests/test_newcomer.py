@@ -404,3 +404,77 @@ def test_invoke_locks_regenerates_a_lock_as_committed(tmp_path: Path):
         ).returncode
         == 0
     )
+
+
+# ---- 1. progress that shows wherever it runs ---------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_lines_at_a_steady_interval_with_count_rate_and_eta():
+    import io
+
+    from pcb.progress import LineProgress
+
+    out, clock = io.StringIO(), Clock()
+    with LineProgress(1000, "preprocess query", "img", interval=10, out=out, clock=clock) as bar:
+        assert out.getvalue() == "preprocess query: 0/1000 img, started\n"  # before any item
+        for _ in range(4):
+            clock.now += 4  # 100 images every 4 s: a line every 10 s, not every update
+            bar.update(100)
+    lines = out.getvalue().splitlines()
+    assert lines[1] == ("preprocess query: 300/1000 img (30%), 25.0 img/s, ETA 28 s, elapsed 12 s")
+    assert lines[2] == "preprocess query: 400/1000 img done in 16 s (25.0 img/s)"
+    assert len(lines) == 3
+
+
+def test_a_failed_step_says_where_it_stopped():
+    import io
+
+    from pcb.progress import LineProgress
+
+    out = io.StringIO()
+    with pytest.raises(RuntimeError), LineProgress(10, "infer", "img", out=out, clock=Clock()):
+        raise RuntimeError
+    assert out.getvalue().splitlines()[-1].endswith("; stopped")
+
+
+def test_a_stage_without_a_terminal_prints_progress_lines_and_quiet_none(
+    tmp_path: Path, small_market
+):
+    """`python -m pcb preprocess` with its output in a pipe, as in CI or a container without a
+    TTY: lines (not a bar's carriage returns), flushed as they come; --quiet: none."""
+    import subprocess
+    import sys
+
+    def preprocess(run: str, *more: str) -> subprocess.CompletedProcess:
+        argv = ["preprocess", "--dataset", str(small_market), "--run", str(tmp_path / run)]
+        return subprocess.run(
+            [sys.executable, "-m", "pcb", *argv, *more],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+
+    done = preprocess("loud")
+    assert done.returncode == 0, done.stderr
+    for split in ("query", "gallery"):
+        assert f"preprocess {split}: 0/" in done.stderr and " img, started" in done.stderr
+        assert f"preprocess {split}: " in done.stderr and " img done in " in done.stderr
+    assert "\r" not in done.stderr
+    quiet = preprocess("quiet", "--quiet")
+    assert quiet.returncode == 0 and "preprocess query:" not in quiet.stderr
+
+
+def test_a_caller_with_a_terminal_gives_the_container_one(monkeypatch):
+    from pcb.orchestration.docker_executor import with_terminal
+    from pcb.orchestration.spec import ContainerSpec
+
+    spec = with_terminal(ContainerSpec("pcb-runtime:x", ("infer",)))
+    assert spec.tty and spec.create_kwargs()["tty"] is True
+    assert spec.environment["COLUMNS"].isdigit()
+    assert spec.to_docker_run().startswith("docker run --rm -t ")

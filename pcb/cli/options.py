@@ -176,7 +176,7 @@ FORCE_HELP = (
     "run it again even when <run>/manifest.json shows it complete with the same inputs and "
     "options and its outputs unchanged"
 )
-QUIET_STAGES = ("preprocess", "infer", "perf", "quantize", "convert", *TRT_STAGES)
+QUIET_STAGES = ("preprocess", "infer", "evaluate", "perf", "quantize", "convert", *TRT_STAGES)
 TRT_RUN = "run folder, e.g. results/market (exported)"
 CHIP_HELP = "Ascend chip, the Name column of `npu-smi info` (310, 310P3, 310B1, ...) or auto"
 CUDA_DEVICE = "CUDA device index as this process sees it (0 in a container: the first GPU given)"
@@ -631,7 +631,7 @@ OPTIONS: tuple[Option, ...] = (
         "quiet",
         "--quiet",
         (*QUIET_STAGES, "verify"),
-        "no progress bars",
+        "no progress (bars on a terminal, lines elsewhere)",
         action="store_true",
         setting="quiet",
         stage_help={"verify": "no notes on a clean run"},

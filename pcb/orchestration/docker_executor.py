@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import PcbError
+from ..progress import live
 from . import limits
 from .engine import connect
 from .executors import Executor, LocalExecutor, Preview
@@ -305,6 +306,8 @@ def run_in_container(
     if isinstance(image_id, str):
         # The image's content id, for the run manifest: a tag like :latest moves.
         spec = replace(spec, environment={**spec.environment, IMAGE_ID_ENV: image_id})
+    if output is None and live(sys.stdout):
+        spec = with_terminal(spec)
     prepare_folders(call, spec)
     status = run_spec(spec, client, output)
     if status != 0:
@@ -313,6 +316,13 @@ def run_in_container(
             f"{status}; run it by hand with:\n  {spec.to_docker_run()}"
         )
     return spec
+
+
+def with_terminal(spec: ContainerSpec) -> ContainerSpec:
+    """The spec with a TTY of the caller's width: the caller sees live progress bars, which
+    a container without a terminal holds back until a newline (pcb/progress.py)."""
+    columns = str(shutil.get_terminal_size().columns)
+    return replace(spec, tty=True, environment={**spec.environment, "COLUMNS": columns})
 
 
 def prepare_folders(call: StageCall, spec: ContainerSpec) -> None:

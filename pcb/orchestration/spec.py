@@ -126,6 +126,9 @@ class ContainerSpec:
     cap_drop: tuple[str, ...] = CAP_DROP
     pids_limit: int | None = None  # processes + threads; None: the engine's default
     memory_limit: int | None = None  # bytes, swap included; None: no limit
+    # A terminal for the stage, given when the caller has one: its progress bars then redraw
+    # live (without one the stage prints progress lines: pcb/progress.py).
+    tty: bool = False
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of docker.DockerClient.containers.create()."""
@@ -146,6 +149,8 @@ class ContainerSpec:
             "security_opt": list(self.security_opt),
             "cap_drop": list(self.cap_drop),
         }
+        if self.tty:
+            kwargs["tty"] = True
         if self.pids_limit is not None:
             kwargs["pids_limit"] = self.pids_limit
         if self.memory_limit is not None:
@@ -166,6 +171,8 @@ class ContainerSpec:
 
     def docker_run_argv(self) -> list[str]:
         argv = ["docker", "run", "--rm"]
+        if self.tty:
+            argv.append("-t")
         if self.init:
             argv.append("--init")
         if self.user:

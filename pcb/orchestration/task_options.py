@@ -88,7 +88,9 @@ DRY_RUN = TaskOption(
 RUNNING = (LOCAL, PRINT_DOCKER, DRY_RUN)
 
 RUN = TaskOption("run", "run folder name under results/ (default from invoke.yaml)", setting="run")
-QUIET = TaskOption("quiet", "no progress bars", setting="quiet", switch=True)
+QUIET = TaskOption(
+    "quiet", "no progress (bars on a terminal, lines elsewhere)", setting="quiet", switch=True
+)
 DATASET = TaskOption("dataset", "Market-1501 root", setting="dataset")
 CHECKPOINT = TaskOption("checkpoint", "checkpoint file", setting="checkpoint")
 CHIP = TaskOption(

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tqdm import tqdm
-
 from ..backends import Backend, create_backend
 from ..constants import DEFAULT_BATCH_SIZES, SPLITS
 from ..errors import PcbError
@@ -33,6 +31,7 @@ from ..fileio import atomic_write_text, file_md5
 from ..infer import DumpSource, infer_splits, perf_table, read_stems, require_model
 from ..layout import RunLayout
 from ..perf import PerfRecord, merge_perf_records, write_perf_records
+from ..progress import track
 from ..provenance import host_name, stamp
 from .calibration import calibration_md5
 from .engine_cache import (
@@ -355,7 +354,7 @@ def run_trt_perf(
     logs.mkdir(parents=True, exist_ok=True)
     records: list[PerfRecord] = []
     warnings: list[str] = []
-    for batch in tqdm(sizes, desc=f"trtexec {precision}", unit="batch", disable=quiet):
+    for batch in track(sizes, f"trtexec {precision}", "batch size", quiet):
         spec = _spec(layout, onnx_md5, precision, batch, tools)
         exports = Exports(
             times=times_path(layout, precision, batch),
