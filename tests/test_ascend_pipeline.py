@@ -338,7 +338,7 @@ def test_chip_pipeline_end_to_end_on_this_host(tmp_path: Path, monkeypatch):
             replace(call, args=(*call.args, "--no-plots")) if call.stage == "report" else call
         )
 
-    report = json.loads((layout_root / "report.json").read_text())
+    report = json.loads((layout_root / "comparison.json").read_text())
     npu = report["accuracy"]["Ascend310P3-ais_bench"]
     cpu = report["accuracy"]["onnxruntime"]
     assert npu["num_query"] == cpu["num_query"] > 0

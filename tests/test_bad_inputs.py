@@ -259,7 +259,7 @@ def test_skip_bad_images_counts_lists_and_leaves_them_out(
 
     # The report names them.
     assert run_cli(capsys, "report", "--run", run, "--no-plots")[0] == 0
-    report = (run / "report.md").read_text()
+    report = (run / "comparison.md").read_text()
     assert "2 images skipped as unusable" in report and bad_query.name in report
 
     # Without the flag the same images stop the stage again: skipping is never silent.

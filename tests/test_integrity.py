@@ -134,12 +134,12 @@ def assert_report_refuses(
     """The report keeps the throughput, leaves the accuracy out and names the files."""
     code, out = cli(capsys, "report", "--run", run, "--no-plots")
     assert code == 0, out
-    report = json.loads((run / "report.json").read_text())
+    report = json.loads((run / "comparison.json").read_text())
     assert report["accuracy"] == {} and report["throughput"]
     [note] = [n for n in report["notes"] if n.startswith("left out eval/onnxruntime.json")]
     for name in names:
         assert name in note, (name, note)
-    assert "left out eval/onnxruntime.json" in (run / "report.md").read_text()
+    assert "left out eval/onnxruntime.json" in (run / "comparison.md").read_text()
     return report["notes"]
 
 
@@ -588,7 +588,7 @@ def test_a_report_of_a_run_copied_from_another_host_says_what_it_could_not_check
     (run / "manifest.json").write_text(json.dumps(data))
     code, out = cli(capsys, "report", "--run", run, "--no-plots")
     assert code == 0, out
-    report = json.loads((run / "report.json").read_text())
+    report = json.loads((run / "comparison.json").read_text())
     assert report["accuracy"]  # the figures stand
     assert any(
         "not re-checked by content" in n and "/data/elsewhere" in n and "not on this host" in n

@@ -478,3 +478,71 @@ def test_a_caller_with_a_terminal_gives_the_container_one(monkeypatch):
     assert spec.tty and spec.create_kwargs()["tty"] is True
     assert spec.environment["COLUMNS"].isdigit()
     assert spec.to_docker_run().startswith("docker run --rm -t ")
+
+
+# ---- 7. reports in the user's terms ------------------------------------------------------------
+
+
+def test_guide_table_is_the_public_readmes_table_7_4():
+    """GUIDE_THROUGHPUT against the README's table kept verbatim (tests/fixtures/guide): the
+    T4 rows the guide mislabels aside, whose batch sizes published.py corrects."""
+    from pcb.report.published import GUIDE_BEST, GUIDE_THROUGHPUT, GUIDE_URL
+
+    text = (ROOT / "tests" / "fixtures" / "guide" / "table_7_4.md").read_text(encoding="utf-8")
+    assert GUIDE_URL in text
+    columns = ["310", "310P", "310P_aoe", "T4"]
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0].startswith("bs") or cells[0] == "最优bs":
+            rows[cells[0]] = [float(c) for c in cells[1:5]]
+    for batch in (1, 4, 8, 16, 32, 64):
+        assert [GUIDE_THROUGHPUT[c][batch] for c in columns] == rows[f"bs{batch}"]
+    assert [GUIDE_BEST[c] for c in columns] == rows["最优bs"]
+
+
+def test_report_cites_the_guide_and_paper_by_public_location_not_facts_md(tmp_path: Path):
+    from report_runs import CPU, evaluation, make_run
+
+    from pcb.report.comparison import write_report
+    from pcb.report.published import GUIDE_URL
+
+    layout = make_run(tmp_path / "run", perf={CPU: {1: 10.0}}, evals=[evaluation(top1=0.915)])
+    write_report(layout, plots=False)
+    markdown = (layout.root / "comparison.md").read_text()
+    assert GUIDE_URL in markdown and "arxiv.org/pdf/1711.09349" in markdown
+    assert "facts.md" not in markdown
+
+
+def test_a_report_made_in_a_container_names_host_paths_and_the_host(tmp_path: Path, monkeypatch):
+    """In a container the run is /results/<run>; the executor passes the host folder of that
+    mount (PCB_HOST_RESULTS) and the host's name (PCB_HOST), and the report shows those."""
+    from report_runs import CPU, evaluation, make_run
+
+    from pcb.provenance import host_path
+    from pcb.report.comparison import write_report
+
+    results = tmp_path / "results"
+    layout = make_run(results / "demo", perf={CPU: {1: 10.0}}, evals=[evaluation(top1=0.915)])
+    monkeypatch.setenv("PCB_HOST", "my-workstation")
+    monkeypatch.setenv("PCB_HOST_RESULTS", "/home/me/pcb/results")
+    assert host_path("/results/demo") == "/home/me/pcb/results/demo"
+    assert host_path("/resultsx/demo") == "/resultsx/demo"
+    # The run folder as the container sees it: a link standing in for the /results mount.
+    monkeypatch.setattr("pcb.provenance._MOUNTS", {str(results): "PCB_HOST_RESULTS"})
+    report = write_report(layout, plots=False)
+    assert report["host"] == "my-workstation"
+    assert report["runs"][0]["path"] == "/home/me/pcb/results/demo"
+    markdown = (layout.root / "comparison.md").read_text()
+    assert "on my-workstation" in markdown and "/home/me/pcb/results/demo" in markdown
+    assert str(results) not in markdown
+
+
+def test_the_container_is_told_its_host_folders(tmp_path: Path):
+    from pcb.orchestration.docker_executor import container_spec
+
+    data, results = tmp_path / "data", tmp_path / "results"
+    call = infer_call(Settings(results_dir=results))
+    spec = container_spec(call, data_dir=data, results_dir=results)
+    assert spec.environment["PCB_HOST_RESULTS"] == str(results.resolve())
+    assert spec.environment["PCB_HOST_DATA"] == str(data.resolve())

@@ -17,7 +17,7 @@ from typing import Any, Union
 
 from ..ascend.visible import CONTAINER_DEVICES_ENV, container_devices_value
 from ..errors import PcbError
-from ..provenance import HOST_ENV, host_name
+from ..provenance import HOST_DATA_ENV, HOST_ENV, HOST_RESULTS_ENV, host_name
 from . import limits
 from .images import PROJECT_ROOT
 from .owner import LABEL_CHECKOUT, LABEL_IMAGE, LABEL_RUN, LABEL_STAGE
@@ -371,7 +371,15 @@ def build_spec(
     group_add: list[str] = []
     # PCB_HOST: records name the machine that measured, not the container id; PCB_IMAGE:
     # the run manifest names the image each stage ran in.
-    environment = {**BASE_ENVIRONMENT, HOST_ENV: host_name(), IMAGE_ENV: image, **call.env}
+    # PCB_HOST_RESULTS / PCB_HOST_DATA: the report names the host's folders, not the mounts.
+    environment = {
+        **BASE_ENVIRONMENT,
+        HOST_ENV: host_name(),
+        HOST_RESULTS_ENV: str(roots.results),
+        HOST_DATA_ENV: str(roots.data),
+        IMAGE_ENV: image,
+        **call.env,
+    }
     if call.npu_devices:
         npu = npu_host(call.npu_devices, host_root)
         if npu.missing and require_npu:
