@@ -5,17 +5,24 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .constants import DEMO_MARKER, FEATURE_BYTES, FEATURE_DIM, SPLITS
-from .errors import PcbError
+from .errors import PcbError, did_you_mean
 from .fileio import atomic_write_json, read_json
 from .layout import RunLayout
-from .metrics import AP_VARIANT, RankingResult, evaluate_ranking, squared_euclidean
+from .metrics import (
+    AP_TIES,
+    AP_VARIANTS,
+    RankingResult,
+    evaluate_ranking,
+    grouped_average_precision,
+    squared_euclidean,
+)
 from .progress import progress
 from .provenance import stamp
 from .skipped import describe_skipped, read_skipped
@@ -214,10 +221,16 @@ def evaluate_features(
     gallery_records: Sequence[ImageRecord],
     max_rank: int = 50,
     progress: Any = None,
+    ap_ties: str = "ranked",
 ) -> RankingResult:
     """Rank the gallery for every query by squared Euclidean distance (no normalisation, as in
     the guide) and score it with the Market-1501 protocol; `progress` is told of each chunk
-    of queries ranked."""
+    of queries ranked. `ap_ties` "grouped": AP with tied distances as one threshold, as the
+    upstream evaluation computes it (metrics.AP_TIES)."""
+    if ap_ties not in AP_TIES:
+        raise PcbError(
+            f"--ap-ties {ap_ties}{did_you_mean(ap_ties, AP_TIES)}: use one of {', '.join(AP_TIES)}"
+        )
     for name, features, records in (("query", qf, query_records), ("gallery", gf, gallery_records)):
         if np.ndim(features) != 2 or len(features) != len(records):
             raise PcbError(
@@ -227,9 +240,15 @@ def evaluate_features(
     q_pids, q_camids = _labels(query_records)
     g_pids, g_camids = _labels(gallery_records)
     distmat = squared_euclidean(qf, gf)
-    return evaluate_ranking(
+    result = evaluate_ranking(
         distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, progress=progress
     )
+    if ap_ties == "ranked":
+        return result
+    ap = grouped_average_precision(
+        distmat, q_pids, g_pids, q_camids, g_camids, result.valid_queries
+    )
+    return replace(result, ap=ap, mAP=float(ap.mean()))
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -258,6 +277,7 @@ def evaluate_run(
     dumps: Path | None = None,
     max_rank: int = 50,
     quiet: bool = False,
+    ap_ties: str = "ranked",
 ) -> dict[str, Any]:
     """Evaluate one backend's dumps of a run and write <run>/eval/<backend>.json.
 
@@ -294,8 +314,7 @@ def evaluate_run(
     count = sum(len(records[split]) for split in SPLITS)
     with progress(count, f"evaluate {backend}: reading dumps", "img", quiet) as bar:
         features = {
-            split: load_features(dump_root / split, records[split], notes, bar)
-            for split in SPLITS
+            split: load_features(dump_root / split, records[split], notes, bar) for split in SPLITS
         }
     with progress(len(records["query"]), f"evaluate {backend}: ranking", "query", quiet) as bar:
         result = evaluate_features(
@@ -305,6 +324,7 @@ def evaluate_run(
             records["gallery"],
             max_rank=max_rank,
             progress=bar,
+            ap_ties=ap_ties,
         )
     summary: dict[str, Any] = {
         "backend": backend,
@@ -317,7 +337,8 @@ def evaluate_run(
         **{f"top{k}": result.top(k) for k in REPORTED_RANKS},
         "mAP": result.mAP,
         "cmc": [float(v) for v in result.cmc],
-        "ap_variant": AP_VARIANT,
+        "ap_variant": AP_VARIANTS[ap_ties],
+        "ap_ties": ap_ties,
         "dumps": str(dump_root),
         "backend_version": _backend_version(dump_root),
         "skipped_images": left_out,
@@ -333,5 +354,5 @@ def evaluate_run(
     for note in [*notes, describe_skipped(left_out)]:
         if note:
             print(f"note: {note}")
-    print(f"written {layout.eval_path(backend)} (AP: {AP_VARIANT})")
+    print(f"written {layout.eval_path(backend)} (AP: {AP_VARIANTS[ap_ties]})")
     return summary

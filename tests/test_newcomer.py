@@ -546,3 +546,67 @@ def test_the_container_is_told_its_host_folders(tmp_path: Path):
     spec = container_spec(call, data_dir=data, results_dir=results)
     assert spec.environment["PCB_HOST_RESULTS"] == str(results.resolve())
     assert spec.environment["PCB_HOST_DATA"] == str(data.resolve())
+
+
+# ---- 9. scikit-learn where it belongs: --ap-ties grouped ---------------------------------------
+
+
+def ties_problem() -> tuple:
+    """One query, gallery distances with a tie between a match and a non-match."""
+    import numpy as np
+
+    distmat = np.array([[1.0, 2.0, 2.0, 3.0, 4.0]])
+    q_pids, g_pids = np.array([7]), np.array([7, 7, 5, 5, 7])
+    q_cams, g_cams = np.array([1]), np.array([2, 2, 2, 2, 2])
+    return distmat, q_pids, g_pids, q_cams, g_cams
+
+
+def test_grouped_ap_is_sklearns_and_differs_from_ranked_only_on_ties():
+    import numpy as np
+    from sklearn.metrics import average_precision_score
+
+    from pcb.metrics import evaluate_ranking, grouped_average_precision
+
+    distmat, q_pids, g_pids, q_cams, g_cams = ties_problem()
+    ranked = evaluate_ranking(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=5)
+    grouped = grouped_average_precision(distmat, q_pids, g_pids, q_cams, g_cams, np.array([0]))
+    # Ranked one by one (gallery order: the match at index 1 before the non-match at 2, both
+    # at distance 2): hits at ranks 1, 2, 5 -> (1 + 1 + 3/5) / 3. Grouped, the tie is one
+    # threshold holding 2 hits in 3 entries: (1 + 2/3 + 3/5) / 3.
+    assert ranked.mAP == pytest.approx((1 + 1 + 3 / 5) / 3)
+    truth = [True, True, False, False, True]
+    assert grouped[0] == pytest.approx(average_precision_score(truth, -distmat[0]))
+    assert grouped[0] == pytest.approx((1 + 2 / 3 + 3 / 5) / 3)
+    # No ties: the two agree.
+    distmat[0, 2] = 2.5
+    again = evaluate_ranking(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=5)
+    grouped = grouped_average_precision(distmat, q_pids, g_pids, q_cams, g_cams, np.array([0]))
+    assert grouped[0] == pytest.approx(again.mAP)
+
+
+def test_grouped_drops_same_person_same_camera_like_the_protocol():
+    import numpy as np
+
+    from pcb.metrics import evaluate_ranking, grouped_average_precision
+
+    rng = np.random.default_rng(3)
+    distmat = rng.random((20, 60))  # no ties
+    q_pids, g_pids = rng.integers(0, 6, 20), rng.integers(0, 6, 60)
+    q_cams, g_cams = rng.integers(0, 3, 20), rng.integers(0, 3, 60)
+    ranked = evaluate_ranking(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=10)
+    grouped = grouped_average_precision(
+        distmat, q_pids, g_pids, q_cams, g_cams, ranked.valid_queries
+    )
+    assert np.allclose(grouped, ranked.ap)
+
+
+def test_ap_ties_goes_from_invoke_to_the_evaluate_stage_and_the_report_says_which():
+    from pcb.orchestration.argv import evaluate_call
+    from pcb.orchestration.settings import settings_from_config
+
+    settings = settings_from_config({}, ap_ties="grouped")
+    argv = evaluate_call(settings).argv()
+    assert argv[argv.index("--ap-ties") + 1] == "grouped"
+    assert "--ap-ties" not in evaluate_call(settings_from_config({})).argv()
+    with pytest.raises(PcbError, match=r"--ap-ties groupd: expected one of ranked, grouped"):
+        settings_from_config({}, {"ap_ties": "--ap-ties"}, ap_ties="groupd")

@@ -495,6 +495,17 @@ OPTIONS: tuple[Option, ...] = (
         type=Path,
         stage_help={"parity": "the backend's dump folder, if not the run's"},
     ),
+    Option(
+        "ap_ties",
+        "--ap-ties",
+        ("evaluate",),
+        "AP with gallery entries at equal distance ranked one by one (ranked, the default) or "
+        "as one threshold (grouped: sklearn's average_precision_score, what the upstream "
+        "evaluation prints); equal without ties",
+        default="ranked",
+        choices=("ranked", "grouped"),
+        setting="ap_ties",
+    ),
     # ---- report ----------------------------------------------------------------------------------
     Option(
         "report_out",

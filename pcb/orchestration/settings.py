@@ -43,6 +43,8 @@ class Settings:
     # A CA bundle pip needs during builds; "" = $PIP_CERT if set. Never left in an image.
     ca_bundle: str = ""
     quiet: bool = False
+    # AP with tied distances ranked one by one ("ranked") or grouped as sklearn does ("grouped").
+    ap_ties: str = "ranked"
     # Ascend (docs/ascend.md): "" = no NPU stages; a chip (310, 310P3, ...) or "auto" adds
     # convert, ais_bench inference, parity and ais_bench throughput to `invoke full`.
     chip: str = ""
@@ -196,6 +198,15 @@ def _memory_limit(value: Any) -> str:
     return str(value).strip().lower()
 
 
+def _ap_ties(value: Any) -> str:
+    from ..metrics import AP_TIES
+
+    text = str(value).strip()
+    if text not in AP_TIES:
+        raise PcbError(f"expected one of {', '.join(AP_TIES)}{did_you_mean(text, AP_TIES)}")
+    return text
+
+
 # Settings with a reader of their own: key -> read(key, value).
 _READERS: dict[str, Callable[[str, Any], Any]] = {
     "chip": _checked(_chip),
@@ -212,6 +223,7 @@ _READERS: dict[str, Callable[[str, Any], Any]] = {
     "gpus": _checked(_gpus),
     "trt_image": _checked(_trt_image),
     "memory_limit": _checked(_memory_limit),
+    "ap_ties": _checked(_ap_ties),
 }
 
 
@@ -256,9 +268,7 @@ def settings_from_config(
         )
     flags = flags or {}
     values = {key: _coerce(key, value) for key, value in config.items()}
-    values.update(
-        {k: _coerce(k, v, flags.get(k)) for k, v in overrides.items() if v is not None}
-    )
+    values.update({k: _coerce(k, v, flags.get(k)) for k, v in overrides.items() if v is not None})
     settings = Settings(**values)
     if settings.aoe and settings.dynamic:
         raise PcbError("pcb.aoe and pcb.dynamic: AOE tunes static models only; choose one")

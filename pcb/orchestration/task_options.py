@@ -155,6 +155,12 @@ FULL = (
         setting="int8",
         switch=True,
     ),
+    TaskOption(
+        "ap_ties",
+        "AP with tied distances ranked one by one (ranked, default) or grouped as sklearn's "
+        "average_precision_score does (grouped, what the upstream evaluation prints)",
+        setting="ap_ties",
+    ),
     FORCE_ALL,
     *RUNNING,
 )
