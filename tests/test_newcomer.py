@@ -610,3 +610,46 @@ def test_ap_ties_goes_from_invoke_to_the_evaluate_stage_and_the_report_says_whic
     assert "--ap-ties" not in evaluate_call(settings_from_config({})).argv()
     with pytest.raises(PcbError, match=r"--ap-ties groupd: expected one of ranked, grouped"):
         settings_from_config({}, {"ap_ties": "--ap-ties"}, ap_ties="groupd")
+
+
+# ---- in a container on the real engine ---------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_a_stage_container_runs_this_checkouts_tag_and_prints_progress_lines(
+    tmp_path: Path, small_market
+):
+    """preprocess in pcb-runtime on the host's engine, its output in a pipe (no TTY): the
+    container is this checkout's content tag, not :latest, and its progress comes as lines
+    while it runs. Needs this checkout's runtime image (`invoke build --image runtime`)."""
+    import io
+    import shutil
+
+    from pcb.orchestration.argv import preprocess_call
+    from pcb.orchestration.checkout_images import checkout_image
+    from pcb.orchestration.docker_executor import run_in_container
+    from pcb.orchestration.engine import connect
+
+    try:
+        client = connect(timeout=10)
+    except PcbError as error:
+        pytest.skip(str(error))
+    tag = checkout_image(client, "runtime")
+    if tag is None:
+        pytest.skip("this checkout's pcb-runtime is not built: invoke build --image runtime")
+    data, results = tmp_path / "data", tmp_path / "results"
+    shutil.copytree(small_market, data / "Market-1501-v15.09.15")
+    settings = Settings(data_dir=data, dataset=data / "Market-1501-v15.09.15", results_dir=results)
+    call = preprocess_call(settings)
+    output = io.BytesIO()
+    executor = DockerExecutor(data, results, client=client)
+    spec = run_in_container(
+        call, image=executor.image_for(call), data_dir=data, results_dir=results,
+        client=client, output=output,
+    )  # fmt: skip
+    assert spec.image == tag and not tag.endswith(":latest") and not spec.tty
+    text = output.getvalue().decode()
+    assert "preprocess query: 0/" in text and "img, started" in text
+    assert "preprocess gallery: " in text and " img done in " in text
+    assert "\r" not in text
+    assert tag in (results / "market" / "manifest.json").read_text()
