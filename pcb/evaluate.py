@@ -25,6 +25,7 @@ from .metrics import (
 )
 from .progress import progress
 from .provenance import stamp
+from .ranked_samples import ranked_samples
 from .skipped import describe_skipped, read_skipped
 
 if TYPE_CHECKING:
@@ -222,11 +223,13 @@ def evaluate_features(
     max_rank: int = 50,
     progress: Any = None,
     ap_ties: str = "ranked",
+    samples: list[dict[str, Any]] | None = None,
 ) -> RankingResult:
     """Rank the gallery for every query by squared Euclidean distance (no normalisation, as in
     the guide) and score it with the Market-1501 protocol; `progress` is told of each chunk
     of queries ranked. `ap_ties` "grouped": AP with tied distances as one threshold, as the
-    upstream evaluation computes it (metrics.AP_TIES)."""
+    upstream evaluation computes it (metrics.AP_TIES). `samples`, when given, receives the
+    top-10 of a few chosen queries for the ranked-results picture (ranked_samples.py)."""
     if ap_ties not in AP_TIES:
         raise PcbError(
             f"--ap-ties {ap_ties}{did_you_mean(ap_ties, AP_TIES)}: use one of {', '.join(AP_TIES)}"
@@ -243,12 +246,16 @@ def evaluate_features(
     result = evaluate_ranking(
         distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, progress=progress
     )
-    if ap_ties == "ranked":
-        return result
-    ap = grouped_average_precision(
-        distmat, q_pids, g_pids, q_camids, g_camids, result.valid_queries
-    )
-    return replace(result, ap=ap, mAP=float(ap.mean()))
+    if ap_ties == "grouped":
+        ap = grouped_average_precision(
+            distmat, q_pids, g_pids, q_camids, g_camids, result.valid_queries
+        )
+        result = replace(result, ap=ap, mAP=float(ap.mean()))
+    if samples is not None:
+        samples += ranked_samples(
+            distmat, query_records, gallery_records, result.valid_queries, result.ap
+        )
+    return result
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -311,6 +318,7 @@ def evaluate_run(
     dump_root = Path(dumps) if dumps is not None else layout.dumps_dir(backend, "query").parent
     notes: list[str] = []
     # Reading the dumps and ranking: the two long steps at Market scale (20k files, 3k queries).
+    samples: list[dict[str, Any]] = []
     count = sum(len(records[split]) for split in SPLITS)
     with progress(count, f"evaluate {backend}: reading dumps", "img", quiet) as bar:
         features = {
@@ -325,6 +333,7 @@ def evaluate_run(
             max_rank=max_rank,
             progress=bar,
             ap_ties=ap_ties,
+            samples=samples,
         )
     summary: dict[str, Any] = {
         "backend": backend,
@@ -343,6 +352,8 @@ def evaluate_run(
         "backend_version": _backend_version(dump_root),
         "skipped_images": left_out,
         "dump_notes": notes,
+        # The ranked-results picture's queries and their top-10 (ranked_samples.py).
+        "ranked_samples": samples,
         **stamp(),
     }
     atomic_write_json(layout.eval_path(backend), summary)

@@ -653,3 +653,94 @@ def test_a_stage_container_runs_this_checkouts_tag_and_prints_progress_lines(
     assert "preprocess gallery: " in text and " img done in " in text
     assert "\r" not in text
     assert tag in (results / "market" / "manifest.json").read_text()
+
+
+# ---- 8. ranked-result pictures -----------------------------------------------------------------
+
+
+def market_problem(small_market: Path, seed: int = 0) -> tuple:
+    """The small demo set's records and a random distance matrix over them."""
+    import numpy as np
+
+    from pcb.dataset import load_split
+
+    query, gallery = load_split(small_market, "query"), load_split(small_market, "gallery")
+    rng = np.random.default_rng(seed)
+    return query, gallery, rng.random((len(query), len(gallery)))
+
+
+def test_ranked_samples_are_the_evaluations_ranking_of_a_fixed_choice(small_market, monkeypatch):
+    import numpy as np
+
+    from pcb import evaluate as evaluate_module
+    from pcb.ranked_samples import BEST, DRAWN, WORST
+
+    query, gallery, distmat = market_problem(small_market)
+    # The evaluation's own path, on a given distance matrix instead of features.
+    monkeypatch.setattr(evaluate_module, "squared_euclidean", lambda q, g: distmat)
+    qf, gf = np.zeros((len(query), 4), np.float32), np.zeros((len(gallery), 4), np.float32)
+    samples: list = []
+    result = evaluate_module.evaluate_features(qf, gf, query, gallery, samples=samples)
+    assert len(samples) == min(BEST + WORST + DRAWN, result.num_valid_queries)
+    ap = dict(zip(result.valid_queries.tolist(), result.ap.tolist()))
+    assert [s["ap"] for s in samples[:BEST]] == sorted(ap.values(), reverse=True)[:BEST]
+    assert samples[BEST]["ap"] == min(ap.values())
+    by_name = {r.path.name: r for r in gallery}
+    for sample in samples:
+        q = next(r for r in query if r.path.name == sample["query"])
+        top = [by_name[t["gallery"]] for t in sample["top"]]
+        assert len(top) == 10
+        assert not any(g.pid == q.pid and g.camid == q.camid for g in top)  # protocol's junk
+        assert [t["match"] for t in sample["top"]] == [g.pid == q.pid for g in top]
+        distances = [t["distance"] for t in sample["top"]]
+        assert distances == sorted(distances)
+    again: list = []
+    evaluate_module.evaluate_features(qf, gf, query, gallery, samples=again)
+    assert again == samples  # a fixed choice: the same picture every time
+
+
+def test_the_report_draws_green_and_red_frames_from_the_dataset(tmp_path: Path, small_market):
+    from PIL import Image
+    from report_runs import CPU, evaluation, make_run
+
+    from pcb.ranked_samples import ranked_samples
+    from pcb.report.comparison import write_report
+    from pcb.report.ranked import CELL_W, FRAME, GAP, GREEN, LABEL_H, RED
+
+    query, gallery, distmat = market_problem(small_market, seed=1)
+    import numpy as np
+
+    valid = np.arange(len(query))
+    samples = ranked_samples(distmat, query, gallery, valid, np.linspace(0, 1, len(query)))
+    record = evaluation(dataset_root=str(small_market), ranked_samples=samples)
+    layout = make_run(tmp_path / "run", perf={CPU: {1: 10.0}}, evals=[record])
+    write_report(layout)
+    picture = layout.root / "ranked_onnxruntime.png"
+    markdown = (layout.root / "comparison.md").read_text()
+    assert "![Ranked results of onnxruntime](ranked_onnxruntime.png)" in markdown
+    image = Image.open(picture).convert("RGB")
+    row_h = LABEL_H + 128 + GAP
+    for row, sample in enumerate(samples):
+        for column, hit in enumerate(sample["top"], start=1):
+            x = GAP + column * CELL_W + FRAME // 2
+            y = row * row_h + LABEL_H + FRAME // 2
+            assert image.getpixel((x, y)) == (GREEN if hit["match"] else RED)
+
+
+def test_no_picture_and_a_note_where_the_dataset_is_not_here(tmp_path: Path, capsys):
+    from report_runs import CPU, evaluation, make_run
+
+    from pcb.report.comparison import write_report
+
+    sample = {
+        "query": "0001_c1s1_000001_00.jpg",
+        "pid": 1,
+        "ap": 1.0,
+        "why": "best AP",
+        "top": [{"gallery": "0001_c2s1_000001_00.jpg", "match": True, "distance": 1.0}],
+    }
+    record = evaluation(dataset_root=str(tmp_path / "gone"), ranked_samples=[sample])
+    layout = make_run(tmp_path / "run", perf={CPU: {1: 10.0}}, evals=[record])
+    write_report(layout)
+    assert not (layout.root / "ranked_onnxruntime.png").exists()
+    assert "ranked results of onnxruntime not drawn" in capsys.readouterr().out

@@ -222,6 +222,14 @@ def write_comparison(
         out = Path(run_dirs[0]) if len(run_dirs) == 1 else DEFAULT_COMPARISON_DIR
     out = Path(out)
     images = write_plots(comparison, out) if plots else []
+    if plots and len(runs) == 1:
+        # One run's report: what its model retrieves, per backend (report/ranked.py).
+        from .ranked import write_ranked
+
+        ranked, ranked_notes = write_ranked([e.record for e in runs[0].evaluations], out)
+        images += ranked
+        for note in ranked_notes:
+            print(f"note: {note}")
     markdown = render_markdown(comparison, [p.name for p in images])
     json_path, md_path, csv_path = (out / name for name in OUTPUT_NAMES)
     atomic_write_json(json_path, comparison)

@@ -465,6 +465,16 @@ def render_markdown(comparison: Mapping[str, Any], images: Sequence[str] = ()) -
         lines += [f"- {note}" for note in accuracy_notes(comparison)]
         if "cmc.png" in images:
             lines += ["", "![CMC curve, rank 1 to 50](cmc.png)"]
+    ranked = sorted(name for name in images if name.startswith("ranked_"))
+    if ranked:
+        lines += ["", "## Ranked results", ""]
+        lines.append(
+            "Chosen queries (the best and worst by AP, and two drawn with a fixed seed), each "
+            "beside its top-10 gallery images: green frame a true match, red a false one."
+        )
+        for name in ranked:
+            backend = name[len("ranked_") : -len(".png")]
+            lines += ["", f"![Ranked results of {backend}]({name})"]
     parity = parity_rows(comparison)
     if parity:
         lines += ["", "## Feature parity", "", _table(*parity, "md")]
