@@ -402,8 +402,8 @@ class DockerExecutor:
                     self._noted.add(call.image)
                     print(
                         f"note: pcb-{call.image} is not built from this checkout's sources yet, "
-                        f"so {latest} is shown; after `invoke build --image {call.image}` its "
-                        "content tag is",
+                        f"so {latest} is shown; after `invoke build --image {call.image}` the "
+                        "lines show the content tag the stage would run",
                         file=sys.stderr,
                     )
                 return latest
