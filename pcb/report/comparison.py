@@ -244,7 +244,7 @@ def write_comparison(
     for warning in warnings:
         print(f"warning: {warning}")
     print(render_terminal(comparison))
-    print("\nwritten: " + ", ".join(str(p) for p in written))
+    print("\nwritten: " + ", ".join(host_path(p) for p in written))
     return comparison
 
 
