@@ -22,13 +22,15 @@ from typing import IO, Any, TypeVar
 
 T = TypeVar("T")
 
-# Seconds between two progress lines; PCB_PROGRESS_INTERVAL overrides (CI logs may want more).
+# Seconds between two progress lines; PCB_PROGRESS_INTERVAL overrides (CI logs may want more;
+# the docker executor passes it on to the stage containers).
 DEFAULT_INTERVAL_S = 10.0
+PROGRESS_INTERVAL_ENV = "PCB_PROGRESS_INTERVAL"
 
 
 def interval_s() -> float:
     try:
-        return max(0.0, float(os.environ.get("PCB_PROGRESS_INTERVAL", DEFAULT_INTERVAL_S)))
+        return max(0.0, float(os.environ.get(PROGRESS_INTERVAL_ENV, DEFAULT_INTERVAL_S)))
     except ValueError:
         return DEFAULT_INTERVAL_S
 

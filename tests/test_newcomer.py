@@ -744,3 +744,13 @@ def test_no_picture_and_a_note_where_the_dataset_is_not_here(tmp_path: Path, cap
     write_report(layout)
     assert not (layout.root / "ranked_onnxruntime.png").exists()
     assert "ranked results of onnxruntime not drawn" in capsys.readouterr().out
+
+
+def test_the_progress_interval_reaches_the_container(tmp_path: Path, monkeypatch):
+    from pcb.orchestration.docker_executor import container_spec
+
+    call = infer_call(Settings(results_dir=tmp_path / "results"))
+    kwargs = {"data_dir": tmp_path / "data", "results_dir": tmp_path / "results"}
+    assert "PCB_PROGRESS_INTERVAL" not in container_spec(call, **kwargs).environment
+    monkeypatch.setenv("PCB_PROGRESS_INTERVAL", "30")
+    assert container_spec(call, **kwargs).environment["PCB_PROGRESS_INTERVAL"] == "30"

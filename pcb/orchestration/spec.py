@@ -17,6 +17,7 @@ from typing import Any, Union
 
 from ..ascend.visible import CONTAINER_DEVICES_ENV, container_devices_value
 from ..errors import PcbError
+from ..progress import PROGRESS_INTERVAL_ENV
 from ..provenance import HOST_DATA_ENV, HOST_ENV, HOST_RESULTS_ENV, host_name
 from . import limits
 from .images import PROJECT_ROOT
@@ -380,6 +381,9 @@ def build_spec(
         IMAGE_ENV: image,
         **call.env,
     }
+    # How often a stage without a terminal prints a progress line (pcb/progress.py).
+    if os.environ.get(PROGRESS_INTERVAL_ENV):
+        environment[PROGRESS_INTERVAL_ENV] = os.environ[PROGRESS_INTERVAL_ENV]
     if call.npu_devices:
         npu = npu_host(call.npu_devices, host_root)
         if npu.missing and require_npu:
