@@ -14,6 +14,7 @@ from pcb.cli.options import STAGE_NAMES
 from pcb.orchestration import commands
 from pcb.orchestration import task_options as opts
 from pcb.orchestration.invoke_tasks import make_task, settings_task, stage_task
+from pcb.version import version_text
 
 # Every stage's task (demo_data, export, ..., trt_infer): the stage's one call, with every
 # option the stage takes; report and import-results do more, below.
@@ -100,6 +101,21 @@ base_image = make_task(
     "Make the Debian base image with debootstrap, for hosts without registry access (root).",
     opts.BASE_IMAGE,
     lambda c, given: commands.base_image(force=given.flag("force")),
+)
+
+locks = make_task(
+    "locks",
+    "Regenerate the images' hashed lock files (docker/*/requirements*.lock) with uv from "
+    "docker/*/requirements.in; needs the package index (docker/README.md).",
+    opts.LOCKS,
+    lambda c, given: commands.locks(given.flag("image") or (), given.flag("find_links") or ()),
+)
+
+version = make_task(
+    "version",
+    "Print pcb's version and source revision (`invoke --version` is Invoke's own).",
+    (),
+    lambda c, given: print(version_text()),
 )
 
 

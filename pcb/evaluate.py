@@ -5,18 +5,27 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .constants import DEMO_MARKER, FEATURE_BYTES, FEATURE_DIM, SPLITS
-from .errors import PcbError
+from .errors import PcbError, did_you_mean
 from .fileio import atomic_write_json, read_json
 from .layout import RunLayout
-from .metrics import AP_VARIANT, RankingResult, evaluate_ranking, squared_euclidean
+from .metrics import (
+    AP_TIES,
+    AP_VARIANTS,
+    RankingResult,
+    evaluate_ranking,
+    grouped_average_precision,
+    squared_euclidean,
+)
+from .progress import progress
 from .provenance import stamp
+from .ranked_samples import ranked_samples
 from .skipped import describe_skipped, read_skipped
 
 if TYPE_CHECKING:
@@ -158,7 +167,10 @@ def find_dumps(dump_dir: Path, stems: Sequence[str]) -> list[Path]:
 
 
 def load_features(
-    dump_dir: Path, records: Sequence[ImageRecord], notes: list[str] | None = None
+    dump_dir: Path,
+    records: Sequence[ImageRecord],
+    notes: list[str] | None = None,
+    progress: Any = None,
 ) -> np.ndarray:
     """(len(records) x 12288) float32 features, row i read from the dump of records[i].
 
@@ -185,6 +197,8 @@ def load_features(
             read = handle.readinto(memoryview(features[row]).cast("B"))
         if read != FEATURE_BYTES:
             raise PcbError(f"{path} shrank to {read} bytes while being read: re-run inference")
+        if progress is not None:
+            progress.update(1)
     bad = ~np.isfinite(features).all(axis=1)
     if bad.any():
         names = [paths[i].name for i in np.flatnonzero(bad)]
@@ -207,9 +221,19 @@ def evaluate_features(
     query_records: Sequence[ImageRecord],
     gallery_records: Sequence[ImageRecord],
     max_rank: int = 50,
+    progress: Any = None,
+    ap_ties: str = "ranked",
+    samples: list[dict[str, Any]] | None = None,
 ) -> RankingResult:
     """Rank the gallery for every query by squared Euclidean distance (no normalisation, as in
-    the guide) and score it with the Market-1501 protocol."""
+    the guide) and score it with the Market-1501 protocol; `progress` is told of each chunk
+    of queries ranked. `ap_ties` "grouped": AP with tied distances as one threshold, as the
+    upstream evaluation computes it (metrics.AP_TIES). `samples`, when given, receives the
+    top-10 of a few chosen queries for the ranked-results picture (ranked_samples.py)."""
+    if ap_ties not in AP_TIES:
+        raise PcbError(
+            f"--ap-ties {ap_ties}{did_you_mean(ap_ties, AP_TIES)}: use one of {', '.join(AP_TIES)}"
+        )
     for name, features, records in (("query", qf, query_records), ("gallery", gf, gallery_records)):
         if np.ndim(features) != 2 or len(features) != len(records):
             raise PcbError(
@@ -219,7 +243,19 @@ def evaluate_features(
     q_pids, q_camids = _labels(query_records)
     g_pids, g_camids = _labels(gallery_records)
     distmat = squared_euclidean(qf, gf)
-    return evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
+    result = evaluate_ranking(
+        distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, progress=progress
+    )
+    if ap_ties == "grouped":
+        ap = grouped_average_precision(
+            distmat, q_pids, g_pids, q_camids, g_camids, result.valid_queries
+        )
+        result = replace(result, ap=ap, mAP=float(ap.mean()))
+    if samples is not None:
+        samples += ranked_samples(
+            distmat, query_records, gallery_records, result.valid_queries, result.ap
+        )
+    return result
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -247,6 +283,8 @@ def evaluate_run(
     backend: str = "onnxruntime",
     dumps: Path | None = None,
     max_rank: int = 50,
+    quiet: bool = False,
+    ap_ties: str = "ranked",
 ) -> dict[str, Any]:
     """Evaluate one backend's dumps of a run and write <run>/eval/<backend>.json.
 
@@ -279,15 +317,24 @@ def evaluate_run(
             )
     dump_root = Path(dumps) if dumps is not None else layout.dumps_dir(backend, "query").parent
     notes: list[str] = []
-    features = {split: load_features(dump_root / split, records[split], notes) for split in SPLITS}
-
-    result = evaluate_features(
-        features["query"],
-        features["gallery"],
-        records["query"],
-        records["gallery"],
-        max_rank=max_rank,
-    )
+    # Reading the dumps and ranking: the two long steps at Market scale (20k files, 3k queries).
+    samples: list[dict[str, Any]] = []
+    count = sum(len(records[split]) for split in SPLITS)
+    with progress(count, f"evaluate {backend}: reading dumps", "img", quiet) as bar:
+        features = {
+            split: load_features(dump_root / split, records[split], notes, bar) for split in SPLITS
+        }
+    with progress(len(records["query"]), f"evaluate {backend}: ranking", "query", quiet) as bar:
+        result = evaluate_features(
+            features["query"],
+            features["gallery"],
+            records["query"],
+            records["gallery"],
+            max_rank=max_rank,
+            progress=bar,
+            ap_ties=ap_ties,
+            samples=samples,
+        )
     summary: dict[str, Any] = {
         "backend": backend,
         "dataset_root": str(market_root),
@@ -299,11 +346,14 @@ def evaluate_run(
         **{f"top{k}": result.top(k) for k in REPORTED_RANKS},
         "mAP": result.mAP,
         "cmc": [float(v) for v in result.cmc],
-        "ap_variant": AP_VARIANT,
+        "ap_variant": AP_VARIANTS[ap_ties],
+        "ap_ties": ap_ties,
         "dumps": str(dump_root),
         "backend_version": _backend_version(dump_root),
         "skipped_images": left_out,
         "dump_notes": notes,
+        # The ranked-results picture's queries and their top-10 (ranked_samples.py).
+        "ranked_samples": samples,
         **stamp(),
     }
     atomic_write_json(layout.eval_path(backend), summary)
@@ -315,5 +365,5 @@ def evaluate_run(
     for note in [*notes, describe_skipped(left_out)]:
         if note:
             print(f"note: {note}")
-    print(f"written {layout.eval_path(backend)} (AP: {AP_VARIANT})")
+    print(f"written {layout.eval_path(backend)} (AP: {AP_VARIANTS[ap_ties]})")
     return summary

@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 import numpy as np
 from tabulate import tabulate
-from tqdm import tqdm
 
 from .backends import Backend, create_backend
 from .backends.base import resolve_threads
@@ -30,9 +29,11 @@ from .perf import (
     LatencyStats,
     PerfRecord,
     images_per_second,
+    merge_perf_records,
     read_perf_records,
     write_perf_records,
 )
+from .progress import progress, track
 from .provenance import host_name, stamp, utc_now
 from .record.digest import bytes_digest, cached_md5, digest_store
 from .record.digest_records import (
@@ -367,9 +368,7 @@ def _infer_split(
     """Write each dump and record its digest with the digest of the bin it came from."""
     bins_dir = layout.bins_dir(split)
     store = digest_store(layout.root)
-    with tqdm(
-        total=len(stems), desc=f"{backend} {split}", unit="img", disable=quiet or not stems
-    ) as progress:
+    with progress(len(stems), f"infer {backend} {split}", "img", quiet or not stems) as bar:
         for chunk in _batches(stems, batch_size):
             inputs = [load_bin(bins_dir / f"{stem}.bin") for stem in chunk]
             # The bytes actually read: the dump's record names what it was made from.
@@ -390,7 +389,7 @@ def _infer_split(
                 store.remember(path, digest)
             if digests.flush():
                 store.save()
-            progress.update(len(chunk))
+            bar.update(len(chunk))
 
 
 # ---------------------------------------------------------------- throughput
@@ -458,21 +457,24 @@ def reusable_perf(
     tool_version: str,
     device: str,
 ) -> list[PerfRecord] | None:
-    """The records in `path` when they measured exactly this, else None.
+    """The records in `path` of these batch sizes when they measured exactly this, else None.
 
-    Same platform, batch sizes (in order), iterations, runtime version, CPU and host, and the
-    `settings` (warmup, threads, model md5) in every record's extra. A re-run with nothing
-    changed then keeps the measurement instead of spending most of the pipeline's time
-    repeating it; `force` in run_perf re-measures.
+    Same platform, every batch size asked for (the file may hold more: records merge by batch
+    size), iterations, runtime version, CPU and host, and the `settings` (warmup, threads,
+    model md5) in every record's extra. A re-run with nothing changed then keeps the
+    measurement instead of spending most of the pipeline's time repeating it; `force` in
+    run_perf re-measures.
     """
     if not path.is_file():
         return None
     try:
-        records = read_perf_records(path)
+        stored = read_perf_records(path)
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable: measure again and overwrite it
-    if [r.batch_size for r in records] != list(batch_sizes):
+    by_size = {r.batch_size: r for r in stored if r.platform == platform_name}
+    if any(size not in by_size for size in batch_sizes):
         return None
+    records = [by_size[size] for size in batch_sizes]
     for record in records:
         extra = record.extra
         if (
@@ -539,7 +541,7 @@ def run_perf(
     # Seeded so two runs time the same numbers; content barely matters for dense convolutions.
     rng = np.random.default_rng(PERF_SEED)
     records = []
-    for size in tqdm(batch_sizes, desc=f"{backend} perf", unit="batch", disable=quiet):
+    for size in track(batch_sizes, f"perf {backend}", "batch size", quiet):
         batch = rng.standard_normal((size, *INPUT_SHAPE), dtype=np.float32)
         stats = measure_batch(engine, batch, warmup, iterations)
         records.append(
@@ -565,8 +567,11 @@ def run_perf(
                 },
             )
         )
-    write_perf_records(perf_path, records)
+    merged = merge_perf_records(perf_path, records)
+    write_perf_records(perf_path, merged)
     print(f"{platform_name} on {device}, {used_threads} threads")
     print(perf_table(records))
-    print(f"written: {perf_path}")
+    others = len(merged) - len(records)
+    kept = f"; kept {others} earlier batch size(s) of the same model" if others else ""
+    print(f"written: {perf_path}{kept}")
     return records

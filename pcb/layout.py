@@ -54,13 +54,20 @@ class RunLayout:
     def perf_path(self, backend: str) -> Path:
         return self.root / "perf" / f"{backend}.json"
 
+    # The run's report: the comparison of this one run, under the names a comparison of several
+    # runs has too (report.json / report.md were byte-identical copies of these; gone).
     @property
     def report_json(self) -> Path:
-        return self.root / "report.json"
+        return self.root / "comparison.json"
 
     @property
     def report_md(self) -> Path:
-        return self.root / "report.md"
+        return self.root / "comparison.md"
+
+    @property
+    def legacy_report_files(self) -> tuple[Path, Path]:
+        """The copies older versions wrote, removed when the report is written again."""
+        return self.root / "report.json", self.root / "report.md"
 
 
 def int8_model_path(model_path: Path) -> Path:

@@ -81,3 +81,28 @@ def write_perf_records(path: Path, records: Sequence[PerfRecord]) -> None:
 def read_perf_records(path: Path) -> list[PerfRecord]:
     payload = read_json(path)
     return [PerfRecord.from_dict(item) for item in payload["records"]]
+
+
+def merge_perf_records(
+    path: Path, records: Sequence[PerfRecord], model_key: str = "model_md5"
+) -> list[PerfRecord]:
+    """`records` with what `path` already holds at the other batch sizes: a new measurement of
+    a batch size replaces that size only (`perf --batch-sizes 64` after a full perf keeps
+    1..32). An old record is kept only when it measured the same model (`model_key` in its
+    extra) on the same platform; anything else in the file (another model, an unreadable file)
+    is dropped, so no record of another model is shown beside the new ones. Each record keeps
+    the time it was measured (extra.timestamp). Sorted by batch size."""
+    try:
+        old = read_perf_records(path) if path.is_file() else []
+    except (OSError, ValueError, KeyError, TypeError, PcbError):
+        old = []
+    new = {(r.platform, r.batch_size) for r in records}
+    models = {(r.platform, r.extra.get(model_key)) for r in records}
+    kept = [
+        r
+        for r in old
+        if (r.platform, r.batch_size) not in new
+        and (r.platform, r.extra.get(model_key)) in models
+        and r.extra.get(model_key) is not None
+    ]
+    return sorted([*kept, *records], key=lambda r: (r.batch_size, r.platform))

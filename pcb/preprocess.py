@@ -8,10 +8,10 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from .constants import INPUT_BYTES, INPUT_HEIGHT, INPUT_SHAPE, INPUT_WIDTH, MEAN, SPLITS, STD
 from .dataset import (
@@ -27,6 +27,7 @@ from .dataset import (
 from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_text, sync_folder
 from .layout import RunLayout
+from .progress import progress
 from .record.digest import DigestStore, bytes_digest, digest_store
 from .record.digest_records import SplitDigests, bins_record_path, check_files, describe_redo
 from .skipped import SkippedImage, write_skipped
@@ -251,7 +252,7 @@ def info_text(layout: RunLayout, split: str, records: Sequence[ImageRecord]) -> 
 
 
 def _run_tasks(
-    tasks: list[Task], workers: int, bar: tqdm, written: Callable[[Written], None]
+    tasks: list[Task], workers: int, bar: Any, written: Callable[[Written], None]
 ) -> list[SkippedImage]:
     skipped: list[SkippedImage] = []
     if workers <= 1 or len(tasks) <= 1:
@@ -336,18 +337,14 @@ def preprocess_split(
         store.remember(path, digest, stat=stat)
         if digests.flush():
             store.save()
+
     info = layout.info_path(split)
     if tasks:
         # The info file marks a complete split: never leave an old one beside missing bins.
         info.unlink(missing_ok=True)
     processes = min(workers or os.cpu_count() or 1, max(1, len(tasks)))
-    with tqdm(
-        total=len(records),
-        initial=done,
-        desc=split,
-        unit="img",
-        disable=quiet or not tasks,
-        leave=False,
+    with progress(
+        len(records), f"preprocess {split}", "img", quiet or not tasks, initial=done, leave=False
     ) as bar:
         failed = _run_tasks(tasks, processes, bar, written)
     # The bins written are recorded whether or not the split completes: a rerun keeps them.

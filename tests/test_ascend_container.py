@@ -213,7 +213,7 @@ def test_chip_pipeline_in_containers(client, image, tmp_path: Path):
     assert not (run / "dumps" / npu / ".ais_bench").exists()
     assert "ATC run success" in (run / "logs" / "convert" / "pcb_bs4" / "atc.out").read_text()
 
-    report = json.loads((run / "report.json").read_text())
+    report = json.loads((run / "comparison.json").read_text())
     accuracy = report["accuracy"][npu]
     assert accuracy["num_query"] == report["accuracy"]["onnxruntime"]["num_query"] > 0
     assert accuracy["parity"]["cos_min"] > 0.999 and accuracy["parity"]["top1_verdict"] == "PASS"

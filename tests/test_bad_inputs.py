@@ -259,7 +259,7 @@ def test_skip_bad_images_counts_lists_and_leaves_them_out(
 
     # The report names them.
     assert run_cli(capsys, "report", "--run", run, "--no-plots")[0] == 0
-    report = (run / "report.md").read_text()
+    report = (run / "comparison.md").read_text()
     assert "2 images skipped as unusable" in report and bad_query.name in report
 
     # Without the flag the same images stop the stage again: skipping is never silent.
@@ -398,7 +398,7 @@ def tasks() -> ModuleType:
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"batch_size": 8}, "unknown key(s) under pcb: batch_size; known keys"),
+        ({"batch_size": 8}, "unknown key(s) under pcb: batch_size (did you mean batch_sizes"),
         ({"batch_sizes": [0, 4]}, "pcb.batch_sizes = 0: expected an integer >= 1"),
         ({"infer_batch_size": 2.5}, "pcb.infer_batch_size = 2.5"),
         ({"chip": "910"}, "unknown Ascend chip"),

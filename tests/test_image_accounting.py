@@ -355,9 +355,9 @@ def test_skip_bad_images_accounts_for_every_file_through_to_the_report(
     assert sorted(record["skipped_images"]["query"]) == sorted(named)
     assert "4 images skipped as unusable" in out
     assert run_cli(capsys, "report", "--run", run, "--no-plots")[0] == 0
-    report = json.loads((run / "report.json").read_text())
+    report = json.loads((run / "comparison.json").read_text())
     assert sum(len(v) for v in report["runs"][0]["skipped_images"].values()) == 4
-    markdown = (run / "report.md").read_text()
+    markdown = (run / "comparison.md").read_text()
     assert "4 images skipped as unusable" in markdown and "query: 2, " in markdown
     assert "'0092_c2s1_000001_00\\n.jpg'" in markdown  # escaped: the table stays whole
 

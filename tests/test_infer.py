@@ -187,3 +187,28 @@ def test_parse_cpu_model() -> None:
     text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) 8375C\n"
     assert parse_cpu_model(text) == "Intel(R) Xeon(R) 8375C"
     assert parse_cpu_model("processor\t: 0\nCPU part\t: 0xd0c\n") is None
+
+
+def test_perf_of_one_batch_size_replaces_that_size_only(layout: RunLayout) -> None:
+    """Issue 14: `perf --batch-sizes 3` after a perf of 1,3 keeps batch 1 as measured then and
+    replaces batch 3 with the new measurement, its own time recorded."""
+    first = run_perf(layout, batch_sizes=(1, 3), warmup=0, iterations=2, threads=1, quiet=True)
+    again = run_perf(
+        layout, batch_sizes=(3,), warmup=0, iterations=2, threads=1, quiet=True, force=True
+    )
+    stored = read_perf_records(layout.perf_path("onnxruntime"))
+    assert [r.batch_size for r in stored] == [1, 3]
+    assert stored[0] == first[0]
+    assert stored[1] == again[0] and stored[1].extra["timestamp"] >= first[1].extra["timestamp"]
+    # Nothing changed: batch 3 alone is kept from the merged file, not measured again.
+    assert run_perf(layout, batch_sizes=(3,), warmup=0, iterations=2, threads=1, quiet=True) == [
+        stored[1]
+    ]
+
+
+def test_perf_of_another_model_drops_the_old_batch_sizes(layout: RunLayout) -> None:
+    run_perf(layout, batch_sizes=(1, 3), warmup=0, iterations=2, threads=1, quiet=True)
+    make_tiny_model(layout.onnx_path, batch="B")  # another file, another md5
+    run_perf(layout, batch_sizes=(3,), warmup=0, iterations=2, threads=1, quiet=True)
+    stored = read_perf_records(layout.perf_path("onnxruntime"))
+    assert [r.batch_size for r in stored] == [3]

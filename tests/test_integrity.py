@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -133,12 +134,12 @@ def assert_report_refuses(
     """The report keeps the throughput, leaves the accuracy out and names the files."""
     code, out = cli(capsys, "report", "--run", run, "--no-plots")
     assert code == 0, out
-    report = json.loads((run / "report.json").read_text())
+    report = json.loads((run / "comparison.json").read_text())
     assert report["accuracy"] == {} and report["throughput"]
     [note] = [n for n in report["notes"] if n.startswith("left out eval/onnxruntime.json")]
     for name in names:
         assert name in note, (name, note)
-    assert "left out eval/onnxruntime.json" in (run / "report.md").read_text()
+    assert "left out eval/onnxruntime.json" in (run / "comparison.md").read_text()
     return report["notes"]
 
 
@@ -486,7 +487,8 @@ def test_invoke_verify_runs_the_stage_in_the_runtime_image(capsys) -> None:
     spec.loader.exec_module(tasks)
     tasks.verify(Context(Config()), demo=True, print_docker=True)
     line = capsys.readouterr().out.strip()
-    assert line.endswith("pcb-runtime:latest verify --run /results/demo")
+    # This checkout's content tag once built; :latest before (docker_executor.image_for).
+    assert re.search(r" pcb-runtime:\S+ verify --run /results/demo$", line)
     assert "-v" in line and ":/results" in line
 
 
@@ -586,7 +588,7 @@ def test_a_report_of_a_run_copied_from_another_host_says_what_it_could_not_check
     (run / "manifest.json").write_text(json.dumps(data))
     code, out = cli(capsys, "report", "--run", run, "--no-plots")
     assert code == 0, out
-    report = json.loads((run / "report.json").read_text())
+    report = json.loads((run / "comparison.json").read_text())
     assert report["accuracy"]  # the figures stand
     assert any(
         "not re-checked by content" in n and "/data/elsewhere" in n and "not on this host" in n

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -281,11 +282,11 @@ def test_report_takes_figures_only_from_complete_stages(
     assert (run / "eval" / "onnxruntime.json").is_file()
     capsys.readouterr()
     assert main(["report", "--run", str(run), "--no-plots"]) == 0
-    report = json.loads((run / "report.json").read_text())
+    report = json.loads((run / "comparison.json").read_text())
     assert report["accuracy"] == {} and report["throughput"]
     [note] = [n for n in report["notes"] if "eval/onnxruntime.json" in n]
     assert "stage evaluate/onnxruntime is recorded failed" in note
-    assert "left out eval/onnxruntime.json" in (run / "report.md").read_text()
+    assert "left out eval/onnxruntime.json" in (run / "comparison.md").read_text()
 
 
 def test_report_leaves_out_a_record_edited_after_its_stage(evaluated: Path, tmp_path: Path) -> None:
@@ -294,7 +295,7 @@ def test_report_leaves_out_a_record_edited_after_its_stage(evaluated: Path, tmp_
     record["records"][0]["images_per_s"] = 1e9  # a figure typed in by hand
     (run / "perf" / "onnxruntime.json").write_text(json.dumps(record))
     assert main(["report", "--run", str(run), "--no-plots"]) == 0
-    report = json.loads((run / "report.json").read_text())
+    report = json.loads((run / "comparison.json").read_text())
     assert report["throughput"] == {} or all(
         "1000000000" not in json.dumps(entry) for entry in report["throughput"]
     )
@@ -305,7 +306,7 @@ def test_a_run_copied_without_its_manifest_still_reports(evaluated: Path, tmp_pa
     run = _copy(evaluated, tmp_path)
     (run / "manifest.json").unlink()
     assert main(["report", "--run", str(run), "--no-plots"]) == 0
-    report = json.loads((run / "report.json").read_text())
+    report = json.loads((run / "comparison.json").read_text())
     assert report["accuracy"] and report["throughput"]
     assert report["notes"] == [NO_MANIFEST]
     assert not (run / "manifest.json").exists()  # the report does not start one
@@ -336,7 +337,7 @@ def test_parity_amends_the_evaluation_without_invalidating_it(
     assert main(["evaluate", "--dataset", data, "--run", str(run), "--backend", "other"]) == 0
     assert "evaluate/other: skipped" in capsys.readouterr().out
     assert main(["report", "--run", str(run), "--no-plots"]) == 0
-    report = json.loads((run / "report.json").read_text())
+    report = json.loads((run / "comparison.json").read_text())
     assert not any("eval/other.json" in n for n in report["notes"])
 
 
@@ -354,7 +355,7 @@ def test_invoke_force_reaches_every_stage_but_the_report(
     spec.loader.exec_module(tasks)
     tasks.full(Context(Config()), demo=True, print_docker=True, force=True)
     lines = capsys.readouterr().out.splitlines()
-    stages = {line.split("pcb-runtime:latest ")[-1].split()[0]: line for line in lines}
+    stages = {re.split(r" pcb-runtime:\S+ ", line)[-1].split()[0]: line for line in lines}
     for stage in ("preprocess", "infer", "evaluate", "perf"):
         assert stages[stage].endswith("--force") or " --force " in stages[stage], stage
     assert "--force" not in stages["report"]

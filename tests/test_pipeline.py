@@ -37,7 +37,9 @@ def test_bad_values_are_refused(overrides, message):
 
 
 def test_unknown_config_key_is_named():
-    with pytest.raises(PcbError, match=r"unknown key\(s\) under pcb: batch_size; known keys"):
+    with pytest.raises(
+        PcbError, match=r"unknown key\(s\) under pcb: batch_size \(did you mean .*; known keys"
+    ):
         settings_from_config({"batch_size": 8})
 
 

@@ -48,11 +48,11 @@ def test_best_throughput_tie_goes_to_the_smaller_batch() -> None:
 def test_write_report_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     layout = single_run(tmp_path)
     report = write_report(layout, plots=False)
-    # The run folder's own names and the comparison's hold the same document.
-    assert read_json(layout.report_json) == json.loads(json.dumps(report))
-    assert read_json(tmp_path / "comparison.json") == read_json(layout.report_json)
-    assert layout.report_md.read_text() == (tmp_path / "comparison.md").read_text()
-    assert (tmp_path / "comparison.csv").is_file()
+    # One set of files: the comparison's names, no report.json / report.md copies (issue 14).
+    assert read_json(tmp_path / "comparison.json") == json.loads(json.dumps(report))
+    assert layout.report_json == tmp_path / "comparison.json"
+    assert (tmp_path / "comparison.md").is_file() and (tmp_path / "comparison.csv").is_file()
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "report.md").exists()
     assert report["demo"] is False
     assert report["checkpoint_md5"] == "c5bc5ddabcbcc45f127ead797fe8cb35"
     assert report["runs"][0]["counts"]["num_gallery"] == 15913

@@ -54,7 +54,9 @@ def test_precisions(value):
 
 
 def test_unknown_precision_names_the_choices():
-    with pytest.raises(PcbError, match="'bf16' is not one of fp16, fp32, int8"):
+    with pytest.raises(
+        PcbError, match=r"'bf16' \(did you mean fp16\?\) is not one of fp16, fp32, int8"
+    ):
         validate_precision("bf16")
 
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from typing import Union
 
-from ..errors import PcbError
+from ..errors import PcbError, did_you_mean
 
 # atc --soc_version values of the Ascend inference chips (the 310 family). `npu-smi info` names
 # them without the "Ascend" prefix, as does the guide ("${chip_name}", e.g. 310P3).
@@ -53,7 +53,8 @@ def normalize_chip(text: str, allow_auto: bool = True) -> str:
         return name
     auto = f", or {AUTO} to read it from `npu-smi info`" if allow_auto else ""
     raise PcbError(
-        f"unknown Ascend chip {raw!r}: expected one of {known_chips_text()}{auto} "
+        f"unknown Ascend chip {raw!r}{did_you_mean(name, INFERENCE_CHIPS)}: expected one of "
+        f"{known_chips_text()}{auto} "
         "(the Name column of `npu-smi info`, e.g. 310P3)"
     )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import PcbError
+from ..errors import PcbError, did_you_mean
 from .base import Backend
 
 # name -> (module, class). ais_bench is not here: it runs whole folders itself.
@@ -28,7 +28,9 @@ def create_backend(name: str, **options: object) -> Backend:
         module_name, class_name = _REGISTRY[name]
     except KeyError:
         known = ", ".join(KNOWN_BACKENDS)
-        raise PcbError(f"unknown backend {name!r}: use one of {known}") from None
+        raise PcbError(
+            f"unknown backend {name!r}{did_you_mean(name, KNOWN_BACKENDS)}: use one of {known}"
+        ) from None
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:

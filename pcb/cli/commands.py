@@ -68,7 +68,9 @@ def infer(args: argparse.Namespace) -> None:
 def evaluate(args: argparse.Namespace) -> None:
     from ..evaluate import evaluate_run
 
-    evaluate_run(args.dataset, RunLayout(args.run), **_given(args, "backend", "dumps"))
+    evaluate_run(
+        args.dataset, RunLayout(args.run), **_given(args, "backend", "dumps", "quiet", "ap_ties")
+    )
 
 
 def perf(args: argparse.Namespace) -> None:

@@ -167,7 +167,7 @@ FORCE_HELP = (
     "run it again even when <run>/manifest.json shows it complete with the same inputs and "
     "options and its outputs unchanged"
 )
-QUIET_STAGES = ("preprocess", "infer", "perf", "quantize", "convert", *TRT_STAGES)
+QUIET_STAGES = ("preprocess", "infer", "evaluate", "perf", "quantize", "convert", *TRT_STAGES)
 TRT_RUN = "run folder, e.g. results/market (exported)"
 CHIP_HELP = "Ascend chip, the Name column of `npu-smi info` (310, 310P3, 310B1, ...) or auto"
 CUDA_DEVICE = "CUDA device index as this process sees it (0 in a container: the first GPU given)"
@@ -486,6 +486,17 @@ OPTIONS: tuple[Option, ...] = (
         type=Path,
         stage_help={"parity": "the backend's dump folder, if not the run's"},
     ),
+    Option(
+        "ap_ties",
+        "--ap-ties",
+        ("evaluate",),
+        "AP with gallery entries at equal distance ranked one by one (ranked, the default) or "
+        "as one threshold (grouped: sklearn's average_precision_score, what the upstream "
+        "evaluation prints); equal without ties",
+        default="ranked",
+        choices=("ranked", "grouped"),
+        setting="ap_ties",
+    ),
     # ---- report ----------------------------------------------------------------------------------
     Option(
         "report_out",
@@ -622,7 +633,7 @@ OPTIONS: tuple[Option, ...] = (
         "quiet",
         "--quiet",
         (*QUIET_STAGES, "verify"),
-        "no progress bars",
+        "no progress (bars on a terminal, lines elsewhere)",
         action="store_true",
         setting="quiet",
         stage_help={"verify": "no notes on a clean run"},

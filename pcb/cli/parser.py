@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..version import version_text
 from .commands import COMMANDS
 from .options import STAGES, stage_options
 
@@ -12,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pcb", description="PCB re-ID: export, preprocess, infer, evaluate, perf, report."
     )
+    parser.add_argument("--version", action="version", version=version_text())
     # Its own dest: a sub-parser's default would overwrite a shared one (argparse).
     parser.add_argument(
         "--force",

@@ -100,7 +100,8 @@ def evaluate_call(settings: Settings, backend: str | None = None) -> StageCall:
     """The evaluation of `backend`'s dumps (default: the setting's backend)."""
     backend = backend or settings.backend
     args = ("--dataset", settings.dataset, "--run", settings.run_dir, "--backend", backend)
-    return StageCall("evaluate", "runtime", args)
+    ties = ("--ap-ties", settings.ap_ties) if settings.ap_ties != "ranked" else ()
+    return StageCall("evaluate", "runtime", (*args, *ties, *_quiet(settings)))
 
 
 def perf_call(

@@ -7,7 +7,7 @@ order on the settings' executor."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from .argv import NPU_BACKEND, report_call, stage_call
 from .docker_executor import executor_for
 from .dry_run import describe_plan
 from .executors import Executor
+from .inputs_check import check_inputs
 from .pipeline import full_pipeline, import_pipeline, trt_pipeline
 from .preflight import check_hosts, resolve_auto_chip
 from .settings import Settings
@@ -40,11 +41,12 @@ def run_calls(
     build: bool = False,
     executor: Executor | None = None,
     host_root: Path = Path("/"),
+    check_first: Callable[[], None] | None = None,
 ) -> None:
     """Print the plan (`dry_run`) or the `docker run` lines (`print_docker`); else check the
     host for every NPU and GPU stage before anything starts, build the images the calls need
     (`build`, with the docker executor), and run the calls in order: the first failure stops
-    the rest."""
+    the rest. `check_first` runs after the host checks, before the builds."""
     if dry_run:
         print("\n".join(describe_plan(calls, settings, host_root, executor)))
         return
@@ -57,8 +59,13 @@ def run_calls(
         return
     executor = executor or executor_for(settings, host_root)
     check_hosts(calls, executor.name, host_root)
+    if check_first is not None:  # the task's own pre-flight (invoke full: inputs_check.py)
+        check_first()
     if build and executor.name == "docker":
-        builds.build(settings, sorted({call.image for call in calls}))
+        built = builds.build(settings, sorted({call.image for call in calls}))
+        # The containers run the content tags this build made, not the shared :latest.
+        if hasattr(executor, "images"):
+            executor.images.update({result.name: result.tag for result in built or ()})
     for call in calls:
         executor.run(call)
 
@@ -97,7 +104,15 @@ def run_full(
     calls = full_pipeline(settings)
     if force:
         calls = forced(calls)
-    run_calls(settings, calls, print_docker=print_docker, dry_run=dry_run, build=True)
+    # Before the images build: a missing checkpoint or a full disk shows in a second.
+    run_calls(
+        settings,
+        calls,
+        print_docker=print_docker,
+        dry_run=dry_run,
+        build=True,
+        check_first=lambda: check_inputs(settings),
+    )
 
 
 def run_trt(
@@ -195,3 +210,24 @@ def base_image(force: bool = False) -> None:
     from .base_image import ensure_base_image
 
     print(ensure_base_image(force=force).tag)
+
+
+def locks(
+    images: Sequence[str] = (), find_links: Sequence[str] = (), root: Path | None = None
+) -> None:
+    """`invoke locks`: regenerate docker/<image>/requirements*.lock (and the build tools'
+    lock) with uv, hashes included (docker/README.md, "Regenerating the locks"); needs the
+    package index."""
+    import shutil
+    import sys
+
+    from .images import IMAGES, PROJECT_ROOT, image_def, regenerate_locks
+
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    if not Path(uv).is_file():
+        raise PcbError("uv is not installed: `pip install -e '.[dev]'` (or `pip install uv`)")
+    names = list(images) or ["build-tools", *IMAGES]
+    for name in names:
+        if name != "build-tools":
+            image_def(name)  # an unknown name is refused, with the nearest ones
+    regenerate_locks(names, find_links, uv, root or PROJECT_ROOT)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import PcbError
+from ..progress import live
 from . import limits
 from .engine import connect
 from .executors import Executor, LocalExecutor, Preview
@@ -305,6 +306,8 @@ def run_in_container(
     if isinstance(image_id, str):
         # The image's content id, for the run manifest: a tag like :latest moves.
         spec = replace(spec, environment={**spec.environment, IMAGE_ID_ENV: image_id})
+    if output is None and live(sys.stdout):
+        spec = with_terminal(spec)
     prepare_folders(call, spec)
     status = run_spec(spec, client, output)
     if status != 0:
@@ -313,6 +316,13 @@ def run_in_container(
             f"{status}; run it by hand with:\n  {spec.to_docker_run()}"
         )
     return spec
+
+
+def with_terminal(spec: ContainerSpec) -> ContainerSpec:
+    """The spec with a TTY of the caller's width: the caller sees live progress bars, which
+    a container without a terminal holds back until a newline (pcb/progress.py)."""
+    columns = str(shutil.get_terminal_size().columns)
+    return replace(spec, tty=True, environment={**spec.environment, "COLUMNS": columns})
 
 
 def prepare_folders(call: StageCall, spec: ContainerSpec) -> None:
@@ -344,14 +354,27 @@ class DockerExecutor:
         memory_limit: object = limits.AUTO,
         host_root: Path = Path("/"),
         client: Any = None,
+        bases: tuple[str, ...] = (),
     ) -> None:
         self.data_dir, self.results_dir = data_dir, results_dir
         self.memory_limit, self.host_root = memory_limit, host_root
         self._client = client
+        self.bases = bases  # bases besides each image's default (checkout_images.py)
+        # image family -> the content tag to run; filled by a build (run_calls) or looked up
+        self.images: dict[str, str] = {}
+        self._noted: set[str] = set()  # images whose preview fell back to :latest, said once
 
     @classmethod
     def for_settings(cls, settings: Settings, host_root: Path = Path("/")) -> DockerExecutor:
-        return cls(settings.data_dir, settings.results_dir, settings.memory_limit, host_root)
+        from .checkout_images import settings_bases
+
+        return cls(
+            settings.data_dir,
+            settings.results_dir,
+            settings.memory_limit,
+            host_root,
+            bases=settings_bases(settings),
+        )
 
     @property
     def client(self) -> Any:
@@ -359,11 +382,40 @@ class DockerExecutor:
             self._client = connect()
         return self._client
 
+    def image_for(self, call: StageCall, required: bool = True) -> str:
+        """The content tag of the call's image that this checkout built. Not `required` (a
+        preview): pcb-<name>:latest when the engine does not answer or nothing is built yet."""
+        from .checkout_images import checkout_image, not_built_message
+
+        if call.image not in self.images:
+            try:
+                found = checkout_image(self.client, call.image, self.bases)
+            except PcbError:
+                if required:
+                    raise
+                found = None
+            if found is None:
+                if required:
+                    raise PcbError(not_built_message(call.image))
+                latest = image_def(call.image).latest
+                if call.image not in self._noted:
+                    self._noted.add(call.image)
+                    print(
+                        f"note: pcb-{call.image} is not built from this checkout's sources yet, "
+                        f"so {latest} is shown; after `invoke build --image {call.image}` the "
+                        "lines show the content tag the stage would run",
+                        file=sys.stderr,
+                    )
+                return latest
+            self.images[call.image] = found
+        return self.images[call.image]
+
     def preview(self, call: StageCall) -> Preview:
-        """Its `docker run` line; the Ascend host files are not required (a dry run shows
-        what it would map)."""
+        """Its `docker run` line with the image this checkout built; the Ascend host files
+        are not required (a dry run shows what it would map)."""
         spec = container_spec(
             call,
+            image=self.image_for(call, required=False),
             data_dir=self.data_dir,
             results_dir=self.results_dir,
             host_root=self.host_root,
@@ -373,9 +425,11 @@ class DockerExecutor:
         return Preview(f"pcb-{call.image}", spec.to_docker_run(), spec.command, spec.environment)
 
     def run(self, call: StageCall) -> None:
-        print(f"==> {call.stage} [pcb-{call.image}]: {' '.join(call.argv())}", flush=True)
+        image = self.image_for(call)
+        print(f"==> {call.stage} [{image}]: {' '.join(call.argv())}", flush=True)
         run_in_container(
             call,
+            image=image,
             data_dir=self.data_dir,
             results_dir=self.results_dir,
             client=self.client,

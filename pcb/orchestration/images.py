@@ -33,7 +33,7 @@ from typing import IO, Any
 
 from ..ascend.cann_images import DEFAULT_IMAGE as DEFAULT_CANN_IMAGE
 from ..ascend.cann_images import python_of
-from ..errors import PcbError
+from ..errors import PcbError, did_you_mean
 from ..tensorrt.image_matrix import default_image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -140,7 +140,10 @@ def image_def(name: str) -> ImageDef:
     try:
         return IMAGES[name]
     except KeyError:
-        raise PcbError(f"unknown image {name!r}: expected one of {', '.join(IMAGES)}") from None
+        raise PcbError(
+            f"unknown image {name!r}{did_you_mean(name, IMAGES)}: expected one of "
+            f"{', '.join(IMAGES)}"
+        ) from None
 
 
 # ---- locks -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..constants import DEFAULT_BATCH_SIZES
-from ..errors import PcbError
+from ..errors import PcbError, did_you_mean
 
 DEMO_DIR = Path("data/demo")
 DEMO_DATASET = DEMO_DIR / "Market-1501-v15.09.15"
@@ -43,6 +43,8 @@ class Settings:
     # A CA bundle pip needs during builds; "" = $PIP_CERT if set. Never left in an image.
     ca_bundle: str = ""
     quiet: bool = False
+    # AP with tied distances ranked one by one ("ranked") or grouped as sklearn does ("grouped").
+    ap_ties: str = "ranked"
     # Ascend (docs/ascend.md): "" = no NPU stages; a chip (310, 310P3, ...) or "auto" adds
     # convert, ais_bench inference, parity and ais_bench throughput to `invoke full`.
     chip: str = ""
@@ -76,10 +78,11 @@ class Settings:
     def run_dir(self) -> Path:
         return self.results_dir / self.run
 
-    def for_demo(self) -> Settings:
-        """Point data at the generated demo set; its run folder is results/demo."""
+    def for_demo(self, run: str | None = None) -> Settings:
+        """Point data at the generated demo set; its run folder is results/demo, or
+        results/<run> when a run is named on the command line (--demo --run dock)."""
         return replace(
-            self, demo=True, dataset=DEMO_DATASET, checkpoint=DEMO_CHECKPOINT, run="demo"
+            self, demo=True, dataset=DEMO_DATASET, checkpoint=DEMO_CHECKPOINT, run=run or "demo"
         )
 
 
@@ -101,18 +104,32 @@ def _as_int(key: str, value: Any, minimum: int) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: expected an integer >= {minimum}")
+        raise PcbError(f"{_said(key, value)}: expected an integer >= {minimum}")
     return value
 
 
+# In the readers below `key` is the name the message gives the value: `invoke.yaml: pcb.chip`
+# for a setting, `--chip` for a task option (label()).
+
+
+def label(key: str, flag: str | None = None) -> str:
+    """How a message names a value: the flag the user typed, else the invoke.yaml key."""
+    return flag if flag else f"invoke.yaml: pcb.{key}"
+
+
+def _said(name: str, value: Any) -> str:
+    """`--chip 310X` for a flag, as typed; `invoke.yaml: pcb.chip = '310X'` for a key."""
+    return f"{name} {value}" if name.startswith("--") else f"{name} = {value!r}"
+
+
 def _checked(parse: Callable[[Any], Any]) -> Callable[[str, Any], Any]:
-    """A setting read by `parse`, whose PcbError is said as invoke.yaml's key and value."""
+    """A setting read by `parse`, whose PcbError is said with the value's name and value."""
 
     def read(key: str, value: Any) -> Any:
         try:
             return parse(value)
         except PcbError as error:
-            raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+            raise PcbError(f"{_said(key, value)}: {error}") from None
 
     return read
 
@@ -132,7 +149,7 @@ def _devices(value: Any) -> tuple[int, ...]:
 def _bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: expected true or false")
+    raise PcbError(f"{_said(key, value)}: expected true or false")
 
 
 def _fraction(key: str, value: Any) -> float:
@@ -141,7 +158,7 @@ def _fraction(key: str, value: Any) -> float:
     except (TypeError, ValueError):
         number = float("nan")
     if isinstance(value, bool) or not 0.0 < number <= 1.0:
-        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: expected a number in (0, 1]")
+        raise PcbError(f"{_said(key, value)}: expected a number in (0, 1]")
     return number
 
 
@@ -149,7 +166,7 @@ def _cann_python(key: str, value: Any) -> str:
     text = "" if value is None else str(value).strip()
     if text not in ("", "3.10", "3.11", "3.12"):
         raise PcbError(
-            f"invoke.yaml: pcb.{key} = {value!r}: expected 3.10, 3.11 or 3.12 (the Pythons the "
+            f"{_said(key, value)}: expected 3.10, 3.11 or 3.12 (the Pythons the "
             "cann image has locks for), or empty to read it from the image's tag"
         )
     return text
@@ -181,6 +198,15 @@ def _memory_limit(value: Any) -> str:
     return str(value).strip().lower()
 
 
+def _ap_ties(value: Any) -> str:
+    from ..metrics import AP_TIES
+
+    text = str(value).strip()
+    if text not in AP_TIES:
+        raise PcbError(f"expected one of {', '.join(AP_TIES)}{did_you_mean(text, AP_TIES)}")
+    return text
+
+
 # Settings with a reader of their own: key -> read(key, value).
 _READERS: dict[str, Callable[[str, Any], Any]] = {
     "chip": _checked(_chip),
@@ -197,45 +223,57 @@ _READERS: dict[str, Callable[[str, Any], Any]] = {
     "gpus": _checked(_gpus),
     "trt_image": _checked(_trt_image),
     "memory_limit": _checked(_memory_limit),
+    "ap_ties": _checked(_ap_ties),
 }
 
 
-def _coerce(key: str, value: Any) -> Any:
+def _coerce(key: str, value: Any, flag: str | None = None) -> Any:
+    name = label(key, flag)
     if key in _PATHS:
         return Path(value)
     if key in _INT_TUPLES:
         if isinstance(value, str):
             value = [part for part in value.split(",") if part.strip()]
-        items = tuple(_as_int(key, v, 1) for v in value)
+        items = tuple(_as_int(name, v, 1) for v in value)
         if key == "batch_sizes" and not items:
-            raise PcbError("invoke.yaml: pcb.batch_sizes is empty: list at least one, e.g. [1, 16]")
+            raise PcbError(f"{name} is empty: list at least one batch size, e.g. 1,16")
         return items
     if key in _POSITIVE:
-        return _as_int(key, value, 1)
+        return _as_int(name, value, 1)
     if key in _NON_NEGATIVE:
-        return _as_int(key, value, 0)
+        return _as_int(name, value, 0)
     if key in _READERS:
-        return _READERS[key](key, value)
+        return _READERS[key](name, value)
     if key == "executor" and value not in EXECUTORS:
-        raise PcbError(f"invoke.yaml: pcb.executor = {value!r}: expected one of {EXECUTORS}")
+        raise PcbError(
+            f"{_said(name, value)}: expected one of {', '.join(EXECUTORS)}"
+            + did_you_mean(value, EXECUTORS)
+        )
     return value
 
 
-def settings_from_config(config: Mapping[str, Any], **overrides: Any) -> Settings:
-    """Build Settings from invoke.yaml's `pcb` mapping plus task options (None = not given)."""
+def settings_from_config(
+    config: Mapping[str, Any], flags: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Build Settings from invoke.yaml's `pcb` mapping plus task options (None = not given).
+    `flags`: setting -> the task option that gave it (--chip), which a message about a bad
+    value then names instead of the invoke.yaml key."""
     known = {f.name for f in fields(Settings)}
     unknown = sorted(set(config) - known)
     if unknown:
+        hints = "; ".join(f"{key}{did_you_mean(key, known)}" for key in unknown)
         raise PcbError(
-            f"invoke.yaml: unknown key(s) under pcb: {', '.join(unknown)}; "
+            f"invoke.yaml: unknown key(s) under pcb: {hints}; "
             f"known keys: {', '.join(sorted(known))}"
         )
+    flags = flags or {}
     values = {key: _coerce(key, value) for key, value in config.items()}
-    values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
+    values.update({k: _coerce(k, v, flags.get(k)) for k, v in overrides.items() if v is not None})
     settings = Settings(**values)
     if settings.aoe and settings.dynamic:
         raise PcbError("pcb.aoe and pcb.dynamic: AOE tunes static models only; choose one")
-    return settings.for_demo() if settings.demo else settings
+    # invoke.yaml's run (market) is for real data; a run named on the command line is kept.
+    return settings.for_demo(overrides.get("run")) if settings.demo else settings
 
 
 def project_config(root: Path) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from typing import Any, Union
 
 from ..ascend.visible import CONTAINER_DEVICES_ENV, container_devices_value
 from ..errors import PcbError
-from ..provenance import HOST_ENV, host_name
+from ..progress import PROGRESS_INTERVAL_ENV
+from ..provenance import HOST_DATA_ENV, HOST_ENV, HOST_RESULTS_ENV, host_name
 from . import limits
 from .images import PROJECT_ROOT
 from .owner import LABEL_CHECKOUT, LABEL_IMAGE, LABEL_RUN, LABEL_STAGE
@@ -126,6 +127,9 @@ class ContainerSpec:
     cap_drop: tuple[str, ...] = CAP_DROP
     pids_limit: int | None = None  # processes + threads; None: the engine's default
     memory_limit: int | None = None  # bytes, swap included; None: no limit
+    # A terminal for the stage, given when the caller has one: its progress bars then redraw
+    # live (without one the stage prints progress lines: pcb/progress.py).
+    tty: bool = False
 
     def create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of docker.DockerClient.containers.create()."""
@@ -146,6 +150,8 @@ class ContainerSpec:
             "security_opt": list(self.security_opt),
             "cap_drop": list(self.cap_drop),
         }
+        if self.tty:
+            kwargs["tty"] = True
         if self.pids_limit is not None:
             kwargs["pids_limit"] = self.pids_limit
         if self.memory_limit is not None:
@@ -166,6 +172,8 @@ class ContainerSpec:
 
     def docker_run_argv(self) -> list[str]:
         argv = ["docker", "run", "--rm"]
+        if self.tty:
+            argv.append("-t")
         if self.init:
             argv.append("--init")
         if self.user:
@@ -364,7 +372,18 @@ def build_spec(
     group_add: list[str] = []
     # PCB_HOST: records name the machine that measured, not the container id; PCB_IMAGE:
     # the run manifest names the image each stage ran in.
-    environment = {**BASE_ENVIRONMENT, HOST_ENV: host_name(), IMAGE_ENV: image, **call.env}
+    # PCB_HOST_RESULTS / PCB_HOST_DATA: the report names the host's folders, not the mounts.
+    environment = {
+        **BASE_ENVIRONMENT,
+        HOST_ENV: host_name(),
+        HOST_RESULTS_ENV: str(roots.results),
+        HOST_DATA_ENV: str(roots.data),
+        IMAGE_ENV: image,
+        **call.env,
+    }
+    # How often a stage without a terminal prints a progress line (pcb/progress.py).
+    if os.environ.get(PROGRESS_INTERVAL_ENV):
+        environment[PROGRESS_INTERVAL_ENV] = os.environ[PROGRESS_INTERVAL_ENV]
     if call.npu_devices:
         npu = npu_host(call.npu_devices, host_root)
         if npu.missing and require_npu:

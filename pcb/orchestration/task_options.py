@@ -39,6 +39,11 @@ def task_name(flag: str) -> str:
     return f"{name}_" if name in ("from", "import", "in") else name
 
 
+def flag_of(name: str) -> str:
+    """static_batch_sizes -> --static-batch-sizes; from_ -> --from (task_name's inverse)."""
+    return "--" + name.rstrip("_").replace("_", "-")
+
+
 def from_stage_option(stage: str, option: Option) -> TaskOption:
     return TaskOption(
         task_name(option.flag),
@@ -59,7 +64,7 @@ def stage_task_options(stage: str) -> tuple[TaskOption, ...]:
 
 DEMO = TaskOption(
     "demo",
-    "use the generated synthetic data and untrained checkpoint (run: results/demo)",
+    "use the generated synthetic data and untrained checkpoint (run: results/demo, or --run)",
     setting="demo",
     switch=True,
 )
@@ -83,7 +88,9 @@ DRY_RUN = TaskOption(
 RUNNING = (LOCAL, PRINT_DOCKER, DRY_RUN)
 
 RUN = TaskOption("run", "run folder name under results/ (default from invoke.yaml)", setting="run")
-QUIET = TaskOption("quiet", "no progress bars", setting="quiet", switch=True)
+QUIET = TaskOption(
+    "quiet", "no progress (bars on a terminal, lines elsewhere)", setting="quiet", switch=True
+)
 DATASET = TaskOption("dataset", "Market-1501 root", setting="dataset")
 CHECKPOINT = TaskOption("checkpoint", "checkpoint file", setting="checkpoint")
 CHIP = TaskOption(
@@ -147,6 +154,12 @@ FULL = (
         "also the CPU INT8 platform: quantize, then infer, evaluate, parity, perf at int8",
         setting="int8",
         switch=True,
+    ),
+    TaskOption(
+        "ap_ties",
+        "AP with tied distances ranked one by one (ranked, default) or grouped as sklearn's "
+        "average_precision_score does (grouped, what the upstream evaluation prints)",
+        setting="ap_ties",
     ),
     FORCE_ALL,
     *RUNNING,
@@ -239,6 +252,18 @@ CLEAN = (
     TaskOption("containers_only", "leave the images alone", switch=True),
 )
 BASE_IMAGE = (TaskOption("force", "rebuild even when the Debian base image exists", switch=True),)
+LOCKS = (
+    TaskOption(
+        "image",
+        "build-tools, export, runtime, cann or tensorrt; repeatable (default: all)",
+        iterable=True,
+    ),
+    TaskOption(
+        "find_links",
+        "where the export lock finds the torch CPU wheel, e.g. /opt/wheels; repeatable",
+        iterable=True,
+    ),
+)
 BENCH = (
     TaskOption("quick", "a smaller run, about 2 minutes on 2 cores (full: about 5)", switch=True),
     TaskOption("only", "comma-separated: rerun,preprocessing,evaluation,cpu_inference,int8"),
@@ -265,6 +290,8 @@ class Given:
     backend_overrides: dict[tuple[str, str], Any] = field(default_factory=dict)
     stage: dict[str, Any] = field(default_factory=dict)  # stage option key -> value
     flags: dict[str, Any] = field(default_factory=dict)  # the task's own, by name
+    # setting -> the flag that gave it, so that a bad value is named as the user typed it
+    spelled: dict[str, str] = field(default_factory=dict)
 
     def flag(self, name: str, default: Any = None) -> Any:
         return self.flags.get(name, default)
@@ -285,6 +312,9 @@ def sort_options(options: Sequence[TaskOption], values: Mapping[str, Any]) -> Gi
             continue
         if option.switch and option.setting:
             value = option.value
+        for setting in (option.setting, option.npu_setting):
+            if setting:
+                result.spelled[setting] = flag_of(option.name)
         if option.npu_setting:
             result.backend_overrides[(option.setting, option.npu_setting)] = value
         elif option.setting:
@@ -299,10 +329,11 @@ def task_settings(config: Mapping[str, Any], given_options: Given) -> Settings:
     depends on the backend (perf's --iterations: perf_iterations, or npu_loop for ais_bench)
     overrides the backend's."""
     overrides = dict(given_options.overrides)
-    settings = settings_from_config(config, **overrides)
+    flags = given_options.spelled
+    settings = settings_from_config(config, flags, **overrides)
     if not given_options.backend_overrides:
         return settings
     npu = settings.backend == NPU_BACKEND
     for (setting, npu_setting), value in given_options.backend_overrides.items():
         overrides[npu_setting if npu else setting] = value
-    return settings_from_config(config, **overrides)
+    return settings_from_config(config, flags, **overrides)

@@ -6,13 +6,12 @@ and the GPU rarely share a machine) are merged here, each figure keeping its pro
 
 Building the comparison is pure (`build_comparison`); reading runs and writing files happen in
 `write_comparison` only. A single run's report is the same comparison, written into the run
-folder, plus report.json / report.md under the names RunLayout gives them.
+folder under the same names (comparison.{json,md,csv}).
 """
 
 from __future__ import annotations
 
 import platform
-import socket
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
@@ -23,6 +22,7 @@ from ..constants import GUIDE_ACCURACY, GUIDE_TOLERANCE
 from ..errors import PcbError
 from ..fileio import atomic_write_json, atomic_write_text
 from ..layout import DEFAULT_COMPARISON_DIR, RunLayout
+from ..provenance import host_name, host_path
 from .accuracy_table import NOT_COMPARABLE, accuracy_section
 from .consistency import Consistency, check_runs, require_comparable
 from .published import PAPER_MAP
@@ -57,17 +57,17 @@ def _run_entry(run: RunRecords) -> dict[str, Any]:
     first = run.evaluations[0].record if run.evaluations else {}
     return {
         "label": run.label,
-        "path": str(run.root),
+        "path": host_path(run.root),
         "host": run.host,
         "host_source": run.host_source,
         "demo": run.demo,
-        "dataset_root": first.get("dataset_root"),
+        "dataset_root": host_path(first["dataset_root"]) if first.get("dataset_root") else None,
         "counts": {
             k: first[k]
             for k in ("num_query", "num_gallery", "num_gallery_ids", "num_valid_queries")
             if k in first
         },
-        "checkpoint": export.get("checkpoint"),
+        "checkpoint": host_path(export["checkpoint"]) if export.get("checkpoint") else None,
         "checkpoint_md5": export.get("checkpoint_md5"),
         "onnx_md5": export.get("onnx_md5"),
         "opset": export.get("opset"),
@@ -214,7 +214,7 @@ def write_comparison(
         warnings,
         show=show,
         ratios=pairs,
-        host=socket.gethostname(),
+        host=host_name(),
         stamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         versions=report_versions(),
     )
@@ -222,6 +222,14 @@ def write_comparison(
         out = Path(run_dirs[0]) if len(run_dirs) == 1 else DEFAULT_COMPARISON_DIR
     out = Path(out)
     images = write_plots(comparison, out) if plots else []
+    if plots and len(runs) == 1:
+        # One run's report: what its model retrieves, per backend (report/ranked.py).
+        from .ranked import write_ranked
+
+        ranked, ranked_notes = write_ranked([e.record for e in runs[0].evaluations], out)
+        images += ranked
+        for note in ranked_notes:
+            print(f"note: {note}")
     markdown = render_markdown(comparison, [p.name for p in images])
     json_path, md_path, csv_path = (out / name for name in OUTPUT_NAMES)
     atomic_write_json(json_path, comparison)
@@ -229,15 +237,14 @@ def write_comparison(
     atomic_write_text(csv_path, render_csv(comparison))
     written = [json_path, md_path, csv_path, *images]
     if len(runs) == 1 and out.resolve() == Path(run_dirs[0]).resolve():
-        # The run folder's own names (RunLayout.report_*), read by the pipeline and its users.
-        layout = RunLayout(Path(run_dirs[0]))
-        atomic_write_json(layout.report_json, comparison)
-        atomic_write_text(layout.report_md, markdown)
-        written += [layout.report_json, layout.report_md]
+        # Older versions also wrote report.json / report.md, copies of the comparison files:
+        # left beside new ones they would go stale.
+        for legacy in RunLayout(Path(run_dirs[0])).legacy_report_files:
+            legacy.unlink(missing_ok=True)
     for warning in warnings:
         print(f"warning: {warning}")
     print(render_terminal(comparison))
-    print("\nwritten: " + ", ".join(str(p) for p in written))
+    print("\nwritten: " + ", ".join(host_path(p) for p in written))
     return comparison
 
 
@@ -248,7 +255,7 @@ def write_report(
     ratios: str | Sequence[tuple[str, str]] | None = None,
     plots: bool = True,
 ) -> dict[str, Any]:
-    """One run's report, written into its folder (comparison.* and report.json / report.md)."""
+    """One run's report, written into its folder (comparison.{json,md,csv} and the plots)."""
     return write_comparison(
         [layout.root], out=layout.root, show=show, ratios=ratios, demo=demo, plots=plots
     )

@@ -1,7 +1,7 @@
 """Numbers the guide and the paper publish: the reference the measurements are compared to.
 
-They are quoted, never measured here (facts.md sections 3 and 6), and every report that shows
-them says so.
+They are quoted, never measured here, and every report that shows them says so, citing
+GUIDE_CITATION and the PCB paper (arXiv 1711.09349).
 """
 
 from __future__ import annotations
@@ -11,6 +11,18 @@ from dataclasses import dataclass
 from ..constants import GUIDE_ACCURACY
 
 PUBLISHED_SOURCE = "published (guide 7.4), not measured here"
+# The guide, by its public name and location: the repository file whose table 7.4 these are
+# (tests/fixtures/guide/table_7_4.md holds that table verbatim, with this source).
+GUIDE_URL = (
+    "https://github.com/Ascend/ModelZoo-PyTorch/blob/b4a996ca5bbaf4efeba1d2099303738b7d6ca73f/"
+    "ACL_PyTorch/contrib/cv/face/reid_PCB_baseline/Readme.md"
+)
+GUIDE_CITATION = (
+    'Ascend ModelZoo "PCB Onnx模型端到端推理指导" (PCB ONNX end-to-end inference) README, '
+    + GUIDE_URL
+)
+# As the guide links it (its section 1.1).
+PAPER_CITATION = "arXiv 1711.09349, https://arxiv.org/pdf/1711.09349.pdf"
 
 # The guide's table 7.4, images/s per card. Its T4 rows are mislabelled in the guide ("batch4 T1"
 # is batch 1, the second "batch32" is batch 64); these are the corrected batch sizes.

@@ -16,7 +16,7 @@ from typing import Any
 from tabulate import tabulate
 
 from .accuracy_table import NOT_COMPARABLE, REFERENCE_BACKEND
-from .published import PUBLISHED_SOURCE
+from .published import GUIDE_CITATION, PAPER_CITATION, PUBLISHED_SOURCE
 from .runs import HOST_ASSUMED, MTIME
 
 GUIDE_NOTE = "guide"
@@ -323,7 +323,7 @@ def accuracy_notes(comparison: Mapping[str, Any]) -> list[str]:
             "the same images."
         )
     notes.append(
-        f"mAP: the guide publishes none; the PCB paper (arXiv 1711.09349) reports "
+        f"mAP: the guide publishes none; the PCB paper ({PAPER_CITATION}) reports "
         f"{comparison['guide']['paper_mAP'] * 100:.1f} % (rank-1 92.3 %)."
     )
     entries = comparison["accuracy"].values()
@@ -396,7 +396,7 @@ def source_lines(comparison: Mapping[str, Any], style: str = "text") -> list[str
         for name, c in columns.items()
     )
     text = (
-        "the guide's table 7.4 (Ascend ModelZoo PCB ONNX README; facts.md section 6), "
+        f"the guide's table 7.4 ({GUIDE_CITATION}), "
         f"{PUBLISHED_SOURCE}; images/s per card. {described}."
     )
     lines.append(f"[^{GUIDE_NOTE}]: {text}" if style == "md" else f"[{GUIDE_NOTE}] {text}")
@@ -465,6 +465,16 @@ def render_markdown(comparison: Mapping[str, Any], images: Sequence[str] = ()) -
         lines += [f"- {note}" for note in accuracy_notes(comparison)]
         if "cmc.png" in images:
             lines += ["", "![CMC curve, rank 1 to 50](cmc.png)"]
+    ranked = sorted(name for name in images if name.startswith("ranked_"))
+    if ranked:
+        lines += ["", "## Ranked results", ""]
+        lines.append(
+            "Chosen queries (the best and worst by AP, and two drawn with a fixed seed), each "
+            "beside its top-10 gallery images: green frame a true match, red a false one."
+        )
+        for name in ranked:
+            backend = name[len("ranked_") : -len(".png")]
+            lines += ["", f"![Ranked results of {backend}]({name})"]
     parity = parity_rows(comparison)
     if parity:
         lines += ["", "## Feature parity", "", _table(*parity, "md")]

@@ -6,7 +6,6 @@ carries its provenance from the moment it is read; the report never has to guess
 
 from __future__ import annotations
 
-import socket
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ from ..errors import PcbError
 from ..fileio import read_json
 from ..layout import RunLayout
 from ..perf import PerfRecord
+from ..provenance import host_name, host_path
 from ..record.digest import save_stores
 from ..record.digest_records import is_digest_record
 from ..record.manifest import ManifestView
@@ -208,7 +208,7 @@ def load_run(root: Path, label: str, report_host: str, demo: bool | None = None)
         stamp = record.get("timestamp") or (record.get("extra") or {}).get("timestamp")
         return Source(
             run=label,
-            path=str(root),
+            path=host_path(root),
             file=str(path.relative_to(layout.root)),
             host=host or run_host,
             host_source="record" if host else host_source,
@@ -261,6 +261,6 @@ def load_runs(roots: list[Path], demo: bool | None = None) -> list[RunRecords]:
     repeated = sorted({str(r) for r in resolved if resolved.count(r) > 1})
     if repeated:
         raise PcbError(f"run folder given more than once: {', '.join(repeated)}; give each once")
-    host = socket.gethostname()
+    host = host_name()  # the host's name in a container too (PCB_HOST)
     labels = run_labels([Path(r) for r in roots])
     return [load_run(Path(r), label, host, demo) for r, label in zip(roots, labels)]

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from ..constants import INPUT_NAME, INPUT_SHAPE, SPLITS
 from ..errors import PcbError
 from ..fileio import atomic_write_bytes, atomic_write_json, file_md5, read_record
 from ..infer import load_bin, read_stems, require_model
 from ..layout import RunLayout
+from ..progress import track
 from ..provenance import stamp
 from .engine_cache import (
     CALIBRATION_BATCH,
@@ -190,13 +190,7 @@ def build_calibration_cache(
     config.set_calibration_profile(profile)
     total = len(picks) // batch_size
     source = iter(
-        tqdm(
-            batches(layout, picks, batch_size),
-            total=total,
-            desc="int8 calibration",
-            unit="batch",
-            disable=quiet,
-        )
+        track(batches(layout, picks, batch_size), "int8 calibration", "batch", quiet, total)
     )
     calibrator = _calibrator(trt, cuda, source, batch_size, cache)
     config.int8_calibrator = calibrator

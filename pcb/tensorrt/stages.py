@@ -24,15 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tqdm import tqdm
-
 from ..backends import Backend, create_backend
 from ..constants import DEFAULT_BATCH_SIZES, SPLITS
 from ..errors import PcbError
 from ..fileio import atomic_write_text, file_md5
 from ..infer import DumpSource, infer_splits, perf_table, read_stems, require_model
 from ..layout import RunLayout
-from ..perf import PerfRecord, write_perf_records
+from ..perf import PerfRecord, merge_perf_records, write_perf_records
+from ..progress import track
 from ..provenance import host_name, stamp
 from .calibration import calibration_md5
 from .engine_cache import (
@@ -355,7 +354,7 @@ def run_trt_perf(
     logs.mkdir(parents=True, exist_ok=True)
     records: list[PerfRecord] = []
     warnings: list[str] = []
-    for batch in tqdm(sizes, desc=f"trtexec {precision}", unit="batch", disable=quiet):
+    for batch in track(sizes, f"trtexec {precision}", "batch size", quiet):
         spec = _spec(layout, onnx_md5, precision, batch, tools)
         exports = Exports(
             times=times_path(layout, precision, batch),
@@ -429,7 +428,8 @@ def run_trt_perf(
             warnings.append(f"batch {batch}: {check.message}")
             print(f"warning: batch {batch}: {check.message}", file=sys.stderr)
     path = layout.perf_path(dump_backend(precision))
-    write_perf_records(path, records)
+    # Batch sizes measured before of the same model stay (a size measured now replaces its own).
+    write_perf_records(path, merge_perf_records(path, records, model_key="onnx_md5"))
     print(f"{records[0].platform} on {records[0].device}, TensorRT {records[0].tool_version}")
     print(perf_table(records))
     print(f"written: {path} (trtexec logs: {logs})")

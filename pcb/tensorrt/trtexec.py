@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..constants import INPUT_CHANNELS, INPUT_HEIGHT, INPUT_NAME, INPUT_WIDTH
-from ..errors import PcbError
+from ..errors import PcbError, did_you_mean
 from .flags import build_only_flag, has_separate_profile_run, workspace_flag
 from .versions import TensorRTVersion
 
@@ -29,7 +29,8 @@ def validate_precision(value: str) -> str:
     text = str(value).strip().lower()
     if text not in PRECISIONS:
         raise PcbError(
-            f"TensorRT precision {value!r} is not one of {', '.join(PRECISIONS)}: "
+            f"TensorRT precision {value!r}{did_you_mean(text, PRECISIONS)} is not one of "
+            f"{', '.join(PRECISIONS)}: "
             "use fp16 (the guide's), fp32, or int8 (needs a calibration cache: trt-calibrate)"
         )
     return text
