@@ -781,19 +781,23 @@ def trt(
 @task(
     help={
         "quick": "a smaller run, about 2 minutes on 2 cores (full: about 5)",
-        "only": "comma-separated: rerun,preprocessing,evaluation,cpu_inference,int8",
+        "only": "comma-separated: rerun,preprocessing,evaluation,cpu_inference,loadgen,torch,"
+        "int8,market_scale",
         "threads": "0 = all cores",
         "out": "folder for <date>.json (default results/bench)",
+        "compare": "an earlier run's <date>.json: print every figure beside it as new / old",
     }
 )
-def bench(c, quick=False, only=None, threads=0, out="results/bench"):
+def bench(c, quick=False, only=None, threads=0, out="results/bench", compare=None):
     """Benchmarks: re-run, preprocessing, evaluation at Market scale, CPU fp32 against PyTorch
-    and the matmul rate, INT8; prints a table and writes results/bench/<date>.json."""
+    and the matmul rate, LoadGen, torch, INT8, the pipeline at Market-1501's size; prints a
+    table and writes results/bench/<date>.json."""
     from pcb.bench.runner import main
 
     argv = ["--threads", str(threads), "--out", str(out)]
     argv += ["--quick"] if quick else []
     argv += ["--only", only] if only else []
+    argv += ["--compare", str(compare)] if compare else []
     code = main(argv)
     if code:
         raise Exit(code=code)

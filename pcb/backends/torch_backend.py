@@ -12,6 +12,7 @@ What it does to run fast, each a choice recorded in `describe()`:
   normalisations.
 - channels-last memory layout (NHWC), the layout cuDNN's tensor-core kernels and oneDNN's
   blocked kernels want.
+- fp32 on CUDA with TF32 off (PyTorch lets cuDNN use TF32 by default), so it is fp32.
 - fp16 / bf16: the network's weights cast once; the six stripes are pooled in that precision
   and normalised in fp32, so the features are unit vectors to fp32 rounding.
 - On CUDA, one CUDA graph per batch size, captured on the first batch of that size (a
@@ -147,6 +148,7 @@ class TorchBackend(Backend):
         self._graphs: dict[int, tuple[Any, Any, Any]] = {}
         self._compiled: Any = None
         self._pinned: dict[int, Any] = {}
+        self._device_inputs: dict[int, Any] = {}
         self.checkpoint: Path | None = None
 
     # ------------------------------------------------------------------ what it is
@@ -169,8 +171,12 @@ class TorchBackend(Backend):
     def device_name(self) -> str:
         if self.on_cuda:
             return str(_torch().cuda.get_device_name(self._device))
-        from ..infer import cpu_name
+        try:
+            from ..infer import cpu_name
+        except ImportError:  # a bare GPU host without the runtime's extras (tabulate, tqdm)
+            import platform
 
+            return platform.processor() or platform.machine() or "CPU"
         return cpu_name()
 
     def graph_mode(self) -> str:
@@ -223,6 +229,11 @@ class TorchBackend(Backend):
         self.threads = resolve_threads(threads)
         if not self.on_cuda:
             torch.set_num_threads(self.threads)
+        elif self.precision == "fp32":
+            # PyTorch lets cuDNN convolutions use TF32 by default (10-bit mantissa inputs):
+            # fp32 here means fp32, as onnxruntime and trtexec --fp32 compute it.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.checkpoint = self.model_file(model_path)
         model = load_checkpoint(self.checkpoint).model.eval()
         if self.fold_bn:
@@ -234,6 +245,7 @@ class TorchBackend(Backend):
         self._model = model.to(device=self._device, dtype=self._dtype, memory_format=memory)
         self._graphs.clear()
         self._pinned.clear()
+        self._device_inputs.clear()
         self._compiled = None
         if self.graph_mode() == "compile":
             self._compiled = torch.compile(self._forward, mode="max-autotune", dynamic=False)
@@ -313,6 +325,18 @@ class TorchBackend(Backend):
             raise PcbError(f"torch model returned {result.shape}, expected N x 2048 x 6 x 1")
         return result
 
+    def device_batch(self, batch_size: int) -> Any:
+        """A seeded random batch of `batch_size` already on the device, made once per size."""
+        torch = _torch()
+        if batch_size not in self._device_inputs:
+            memory = torch.channels_last if self.channels_last else torch.contiguous_format
+            generator = torch.Generator(device="cpu").manual_seed(0)
+            images = torch.randn((batch_size, *INPUT_SHAPE), generator=generator)
+            self._device_inputs[batch_size] = images.to(self._device).to(
+                dtype=self._dtype, memory_format=memory
+            )
+        return self._device_inputs[batch_size]
+
     def device_times_ms(self, batch_size: int, iterations: int, warmup: int = 3) -> list[float]:
         """Compute time of `iterations` batches already on the device, one sample each.
 
@@ -322,10 +346,7 @@ class TorchBackend(Backend):
         import time
 
         torch = _torch()
-        memory = torch.channels_last if self.channels_last else torch.contiguous_format
-        generator = torch.Generator(device="cpu").manual_seed(0)
-        images = torch.randn((batch_size, *INPUT_SHAPE), generator=generator)
-        images = images.to(self._device).to(dtype=self._dtype, memory_format=memory)
+        images = self.device_batch(batch_size)
         for _ in range(warmup):
             self.run_on_device(images)
         times: list[float] = []
