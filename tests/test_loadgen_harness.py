@@ -146,8 +146,9 @@ def test_a_slow_estimate_is_corrected_as_loadgen_advises(tmp_path: Path) -> None
     assert not short_of_duration(run, 0.0001)  # it ran slower than told: not this failure
     settings = MeasureSettings(rules=rules, repeats=1, scenarios=("Offline",), warmup=0)
     (measured,) = sweep(backend, _pool(), [2], settings, tmp_path / "b")
-    # No warm-up: LoadGen's default expectation (1 QPS) is far too slow; one rerun fixes it.
-    assert measured.reruns == 1
+    # No warm-up: LoadGen's default expectation (1 QPS) is far too slow; rerunning with what
+    # was measured fixes it (more than once when a loaded machine made the estimate short).
+    assert 1 <= measured.reruns <= 3
     assert measured.valid
 
 
