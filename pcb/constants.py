@@ -26,6 +26,8 @@ OPSET = 11
 DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 
 SPLITS = ("query", "gallery")
+# The backend every other one is compared with (parity, the report's "vs" columns).
+REFERENCE_BACKEND = "onnxruntime"
 # Market-1501 folder of each split.
 SPLIT_FOLDERS = {"query": "query", "gallery": "bounding_box_test"}
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from .constants import SPLIT_FOLDERS, SPLITS
 from .errors import PcbError
+from .layout import find_market_root
 
-MARKET_FOLDER = "Market-1501-v15.09.15"
 NAME_PATTERN = "PPPP_cCsS_FFFFFF_BB.jpg"
 # facts.md section 3; anchored at the start so a stray prefix is reported, not half-parsed.
 _NAME_RE = re.compile(r"([-\d]+)_c(\d)")
@@ -20,11 +20,6 @@ JUNK_PID = -1
 DISTRACTOR_PID = 0
 NUM_CAMERAS = 6
 
-_LAYOUT_HINT = (
-    f"expected the {MARKET_FOLDER} folder (holding query/ and bounding_box_test/) or a folder "
-    f"holding exactly one such folder; see data/README.md for where to download Market-1501, "
-    f"or run `invoke demo-data` for a small synthetic one"
-)
 
 
 @dataclass(frozen=True)
@@ -33,46 +28,6 @@ class ImageRecord:
     stem: str
     pid: int
     camid: int  # as in the file name, 1..6
-
-
-def _is_market_root(folder: Path) -> bool:
-    return all((folder / name).is_dir() for name in SPLIT_FOLDERS.values())
-
-
-def find_market_root(root: Path) -> Path:
-    """The folder directly holding query/ and bounding_box_test/: `root` itself or its one child."""
-    root = Path(root)
-    if not root.exists():
-        raise PcbError(f"dataset folder {root} does not exist: {_LAYOUT_HINT}")
-    if not root.is_dir():
-        raise PcbError(
-            f"dataset path {root} is a file, not a folder: unpack the archive and pass the "
-            f"folder; {_LAYOUT_HINT}"
-        )
-    if _is_market_root(root):
-        return root
-    candidates = sorted(
-        child for child in root.iterdir() if child.is_dir() and _is_market_root(child)
-    )
-    if len(candidates) == 1:
-        return candidates[0]
-    if len(candidates) > 1:
-        names = ", ".join(str(c) for c in candidates)
-        raise PcbError(
-            f"dataset folder {root} holds several Market-1501 folders ({names}): "
-            f"pass the one to use with --dataset"
-        )
-    # Name what is missing where the user evidently meant a Market folder.
-    for folder in [root, *sorted(c for c in root.iterdir() if c.is_dir())]:
-        present = [name for name in SPLIT_FOLDERS.values() if (folder / name).is_dir()]
-        if present:
-            missing = [folder / name for name in SPLIT_FOLDERS.values() if name not in present]
-            listed = ", ".join(str(m) for m in missing)
-            raise PcbError(
-                f"dataset folder {folder} has {', '.join(present)}/ but lacks {listed}: "
-                f"the archive may be incompletely unpacked; {_LAYOUT_HINT}"
-            )
-    raise PcbError(f"dataset folder {root} holds no query/ and bounding_box_test/: {_LAYOUT_HINT}")
 
 
 def parse_name(path: Path) -> tuple[int, int]:

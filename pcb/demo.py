@@ -21,9 +21,10 @@ import numpy as np
 from PIL import Image
 
 from .constants import DEMO_MARKER
-from .dataset import MARKET_FOLDER, NUM_CAMERAS
+from .dataset import NUM_CAMERAS
 from .errors import PcbError
 from .fileio import atomic_write_text, read_json
+from .layout import MARKET_FOLDER
 
 WIDTH, HEIGHT = 64, 128  # Market-1501 crops are 64x128 (w x h)
 JPEG_QUALITY = 90

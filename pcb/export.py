@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .constants import INPUT_NAME, INPUT_SHAPE, OPSET, OUTPUT_NAME
-from .digest import bytes_digest, cached_md5, digest_store
 from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_json, read_json
 from .layout import RunLayout
 from .provenance import host_name, utc_now
+from .record.digest import bytes_digest, cached_md5, digest_store
 
 if TYPE_CHECKING:
     from .model import PCB

@@ -8,7 +8,7 @@ per file (about 3.5 ms each for the file and the folder on this project's disk),
 nothing for a record and more than the file itself for a per-image bin or dump: those are
 written with `durable=False` and synced together by `sync_folder` (one syncfs of the file
 system) before anything says they are complete: preprocessing before a split's .info list,
-every stage before the manifest records it complete (pcb.cli.dispatch).
+every stage before the manifest records it complete (pcb.cli.main.dispatch).
 """
 
 from __future__ import annotations
@@ -146,6 +146,16 @@ def atomic_write_json(path: Path, payload: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The JSON object a stage recorded in `path`; {} when there is none, it cannot be read or
+    it is not an object: a record that cannot be read vouches for nothing."""
+    try:
+        payload = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
 
 
 def file_md5(path: Path) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from tabulate import tabulate
@@ -22,16 +23,8 @@ from .constants import (
     INPUT_SHAPE,
     SPLITS,
 )
-from .digest import bytes_digest, cached_md5, digest_store
-from .digest_records import (
-    SplitDigests,
-    bins_record_path,
-    check_files,
-    describe_redo,
-    dumps_record_path,
-)
 from .errors import PcbError
-from .fileio import atomic_write_bytes, atomic_write_json, read_json
+from .fileio import atomic_write_bytes, atomic_write_json, read_record
 from .layout import RunLayout
 from .perf import (
     LatencyStats,
@@ -41,6 +34,14 @@ from .perf import (
     write_perf_records,
 )
 from .provenance import host_name, stamp, utc_now
+from .record.digest import bytes_digest, cached_md5, digest_store
+from .record.digest_records import (
+    SplitDigests,
+    bins_record_path,
+    check_files,
+    describe_redo,
+    dumps_record_path,
+)
 
 PERF_SEED = 0
 
@@ -201,14 +202,76 @@ def _batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _previous_record(record_path: Path) -> dict[str, Any]:
-    if not record_path.is_file():
-        return {}
-    try:
-        payload = read_json(record_path)
-    except (ValueError, OSError):
-        return {}  # an unreadable record proves nothing: fall back to trusting sizes
-    return payload if isinstance(payload, dict) else {}
+@dataclass(frozen=True)
+class DumpSource:
+    """What a backend's dumps come from, for the one inference loop (`infer_splits`).
+
+    `name`: the folder and records they go under (dumps/<name>/). `identity`: the recorded
+    fields that say which model made them (its md5, a TensorRT engine's key): a split whose
+    record names another is redone from scratch, and `changed` says so. `fields`: what every
+    split's record adds. `open`: makes and loads the backend, called once, when the first dump
+    is to be made. `version`: the runtime's version for the record, given the backend once it
+    is open (None before).
+    """
+
+    name: str
+    model_md5: str
+    identity: Mapping[str, str]
+    changed: str
+    fields: Mapping[str, Any]
+    open: Callable[[], Backend]
+    version: Callable[[Backend | None], str]
+
+
+def infer_splits(
+    layout: RunLayout,
+    source: DumpSource,
+    stems_by_split: Mapping[str, Sequence[str]],
+    batch_size: int,
+    quiet: bool = False,
+) -> dict[str, int]:
+    """Every split's pending bins through the backend into `<run>/dumps/<name>/<split>/`;
+    returns images per split. The loop every in-process backend goes through (onnxruntime,
+    its int8 model, TensorRT). Resumable: a dump is kept while it has the digest recorded
+    when it was written, from the bin there now, by the same model (pending_dumps)."""
+    backend: Backend | None = None
+    counts: dict[str, int] = {}
+    for split, stems in stems_by_split.items():
+        record_path = infer_record_path(layout, source.name, split)
+        # An unreadable record proves nothing: the dumps are then judged by their digests.
+        previous = read_record(record_path)
+        stale = any(previous.get(key, value) != value for key, value in source.identity.items())
+        if stale:
+            # Delete rather than overwrite: were this run interrupted, no old dump could pass
+            # for one of the new model's under a record that now names the new model.
+            if not quiet:
+                print(f"{split}: {source.changed}")
+            for old in layout.dumps_dir(source.name, split).glob("*.bin"):
+                old.unlink()
+        pending = pending_dumps(layout, source.name, split, stems, source.model_md5, quiet)
+        counts[split] = len(stems)
+        if not pending and previous.get("complete") and not stale:
+            if not quiet:  # finished earlier; keep that run's timing
+                print(f"{split}: all {len(stems)} dumps already complete")
+            continue
+        if pending and backend is None:
+            backend = source.open()
+        record: dict[str, Any] = {
+            "backend": source.name,
+            "backend_version": source.version(backend),
+            "split": split,
+            **source.fields,
+            "count": len(stems),
+            "inferred": len(pending),
+            "reused": len(stems) - len(pending),
+            "complete": False,
+            "started": utc_now(),
+            "host": host_name(),
+        }
+        infer_recorded(backend, layout, source.name, split, pending, batch_size, quiet, record)
+        if not quiet:
+            print(f"{split}: {len(stems)} dumps in {layout.dumps_dir(source.name, split)}")
+    return counts
 
 
 def run_inference(
@@ -218,11 +281,9 @@ def run_inference(
     threads: int = 0,
     quiet: bool = False,
 ) -> dict[str, int]:
-    """Every split's bins -> `<run>/dumps/<backend>/<split>/<stem>_0.bin`; returns images per split.
-
-    Resumable: a dump already present with the right size is kept, unless the split's record
-    says it came from a different model, in which case the whole split is redone.
-    """
+    """Every split's bins -> `<run>/dumps/<backend>/<split>/<stem>_0.bin` with the in-process
+    backend called `backend`; returns images per split. The dumps of a model that changed are
+    all made again."""
     if batch_size <= 0:
         raise PcbError(f"batch size must be positive, got {batch_size}")
     # Check every input before any work, so a missing split fails in seconds, not after query.
@@ -235,51 +296,30 @@ def run_inference(
     # redone when that model changes.
     model_path = backend_model(engine, layout, quiet)
     model_md5 = cached_md5(model_path, layout.root)
-    loaded = False
-    counts: dict[str, int] = {}
-    for split, stems in stems_by_split.items():
-        record_path = infer_record_path(layout, backend, split)
-        previous = _previous_record(record_path)
-        stale = previous.get("model_md5", model_md5) != model_md5
-        if stale:
-            # Delete rather than overwrite: were this run interrupted, no old dump could pass
-            # for one of the new model's under a record that now names the new model.
-            if not quiet:
-                print(f"{split}: model changed since the last run, recomputing every dump")
-            for old in layout.dumps_dir(backend, split).glob("*.bin"):
-                old.unlink()
-        pending = pending_dumps(layout, backend, split, stems, model_md5, quiet)
-        counts[split] = len(stems)
-        if not pending and previous.get("complete"):
-            if not quiet:  # finished earlier; keep that run's timing
-                print(f"{split}: all {len(stems)} dumps already complete")
-            continue
-        if pending and not loaded:
-            engine.load(model_path, None, threads)
-            loaded = True
-        record: dict[str, Any] = {
-            "backend": backend,
-            "backend_version": engine.version(),
-            "split": split,
+
+    def open_engine() -> Backend:
+        engine.load(model_path, None, threads)
+        return engine
+
+    source = DumpSource(
+        name=backend,
+        model_md5=model_md5,
+        identity={"model_md5": model_md5},
+        changed="model changed since the last run, recomputing every dump",
+        fields={
             "model": str(model_path),
             "model_md5": model_md5,
             "batch_size": batch_size,
             "threads": resolve_threads(threads),
-            "count": len(stems),
-            "inferred": len(pending),
-            "reused": len(stems) - len(pending),
-            "complete": False,
-            "started": utc_now(),
-            "host": host_name(),
-        }
-        infer_recorded(engine, layout, backend, split, pending, batch_size, quiet, record)
-        if not quiet:
-            print(f"{split}: {len(stems)} dumps in {layout.dumps_dir(backend, split)}")
-    return counts
+        },
+        open=open_engine,
+        version=lambda loaded: engine.version(),
+    )
+    return infer_splits(layout, source, stems_by_split, batch_size, quiet)
 
 
 def infer_recorded(
-    engine: Backend,
+    engine: Backend | None,
     layout: RunLayout,
     backend: str,
     split: str,
@@ -299,6 +339,7 @@ def infer_recorded(
         digests.model = record.get("model_md5")
     start = time.perf_counter()
     if pending:
+        assert engine is not None, "a pending dump needs the backend open"
         _infer_split(engine, layout, backend, split, pending, batch_size, quiet, digests)
     wall = time.perf_counter() - start
     digests.write()

@@ -51,7 +51,7 @@ class PerfRecord:
     the GPU's compute time alone) and `timer` which tool read the clock; records written
     before these fields existed get them from their tool (`timing_of`). `repeats`, `cv`,
     `stable`, `load_before` and `load_after` say how far the figure can be trusted
-    (pcb.stability); `loadgen_valid` is LoadGen's own verdict on its run rules.
+    (pcb.measure.stability); `loadgen_valid` is LoadGen's own verdict on its run rules.
     """
 
     platform: str

@@ -24,11 +24,11 @@ from .dataset import (
     shown_names,
     unusable_message,
 )
-from .digest import DigestStore, bytes_digest, digest_store
-from .digest_records import SplitDigests, bins_record_path, check_files, describe_redo
 from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_text, sync_folder
 from .layout import RunLayout
+from .record.digest import DigestStore, bytes_digest, digest_store
+from .record.digest_records import SplitDigests, bins_record_path, check_files, describe_redo
 from .skipped import SkippedImage, write_skipped
 
 # float32 like torchvision's ToTensor + Normalize, so the bins match the guide's to the bit.

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from .constants import INPUT_BYTES, INPUT_NAME, INPUT_SHAPE, SPLITS
-from .digest import cached_md5
 from .errors import PcbError
 from .fileio import atomic_write_bytes, atomic_write_json, read_json
-from .layout import RunLayout
+from .layout import RunLayout, int8_model_path
 from .provenance import host_name, utc_now
+from .record.digest import cached_md5
 
 # Per-channel Q/DQ (an `axis` attribute) needs opset 13; 17 is the newest every onnxruntime
 # this project supports runs with all its CPU int8 kernels.
@@ -33,21 +33,12 @@ DEFAULT_CALIBRATION_IMAGES = 64
 # Images per calibration run: batches make calibration a few times faster than single images,
 # and min / max over a batch equal min / max over its images, so the ranges do not change.
 CALIBRATION_BATCH = 8
-INT8_SUFFIX = "_int8.onnx"
 RECORD_NAME = "quantize.json"
 # The per-stripe L2 normalisation at the end: cheap, and quantising it would put its rounding
 # straight onto the features, so it stays float32.
 FLOAT_TAIL_OPS = ("AveragePool", "ReduceL2", "Div")
 # Bumped whenever the recipe below changes, so an old quantised model is not reused.
 RECIPE_VERSION = 1
-
-
-def int8_model_path(model_path: Path) -> Path:
-    """pcb.onnx -> pcb_int8.onnx beside it; a quantised model's own path is returned as is."""
-    model_path = Path(model_path)
-    if model_path.name.endswith(INT8_SUFFIX):
-        return model_path
-    return model_path.with_name(model_path.stem + INT8_SUFFIX)
 
 
 def record_path(layout: RunLayout) -> Path:

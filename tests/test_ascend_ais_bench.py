@@ -404,7 +404,7 @@ def test_perf_one_device(tmp_path, monkeypatch):
     use_doubles(monkeypatch)
     layout = make_run(tmp_path / "run", {"query": 1})
     convert_models(layout, "310P3", [1, 4], quiet=True)
-    records = ais_perf(layout, "310P3", [1, 4], devices=[0], loop=20, warmup=2, quiet=True)
+    records = ais_perf(layout, "310P3", [1, 4], devices=[0], iterations=20, warmup=2, quiet=True)
     assert [(r.platform, r.batch_size, r.scope) for r in records] == [
         ("Ascend310P3", 1, "chip"),  # device 0 is one of the Duo card's two chips
         ("Ascend310P3", 4, "chip"),
@@ -428,7 +428,9 @@ def test_perf_devices_of_one_card_sum_to_the_card(tmp_path, monkeypatch):
     use_doubles(monkeypatch)  # npu-smi: the 300I Duo, devices 0 and 1 on card 2
     layout = make_run(tmp_path / "run", {"query": 1})
     convert_models(layout, "310P3", [4], aoe=True, quiet=True)
-    records = ais_perf(layout, "auto", [4], devices=[0, 1], loop=5, warmup=0, aoe=True, quiet=True)
+    records = ais_perf(
+        layout, "auto", [4], devices=[0, 1], iterations=5, warmup=0, aoe=True, quiet=True
+    )
     assert [(r.platform, r.scope) for r in records] == [
         ("Ascend310P3-aoe-dev0", "chip"),
         ("Ascend310P3-aoe-dev1", "chip"),
@@ -447,7 +449,7 @@ def test_perf_without_npu_smi_labels_the_sum_by_chips(tmp_path, monkeypatch):
     monkeypatch.setenv("NPU_SMI_DOUBLE_TABLE", str(tmp_path / "absent"))
     layout = make_run(tmp_path / "run", {"query": 1})
     convert_models(layout, "310", [1], quiet=True)
-    records = ais_perf(layout, "310", [1], devices=[0, 1, 2], loop=3, warmup=0, quiet=True)
+    records = ais_perf(layout, "310", [1], devices=[0, 1, 2], iterations=3, warmup=0, quiet=True)
     assert records[-1].platform == "Ascend310" and records[-1].scope == "3 chips"
     assert records[-1].extra["npu_smi"].startswith("unavailable")
 
@@ -458,7 +460,7 @@ def test_perf_failure_names_the_device(tmp_path, monkeypatch):
     layout = make_run(tmp_path / "run", {"query": 1})
     convert_models(layout, "310P3", [1], quiet=True)
     with pytest.raises(PcbError, match=r"ais_bench on device 3 failed .* open device 3 failed"):
-        ais_perf(layout, "310P3", [1], devices=[3], loop=1, warmup=0, quiet=True)
+        ais_perf(layout, "310P3", [1], devices=[3], iterations=1, warmup=0, quiet=True)
 
 
 # ---- versions, summary places and device ids, through the stages ------------------------------
@@ -484,7 +486,7 @@ def test_unsupported_version_is_named_before_anything_runs(tmp_path, monkeypatch
     with pytest.raises(PcbError, match="ais_infer from before 2022-11"):
         ais_infer(layout, "310P3", batch_size=1, quiet=True)
     with pytest.raises(PcbError, match="ais_infer from before 2022-11"):
-        ais_perf(layout, "310P3", [1], devices=[0], loop=1, warmup=0, quiet=True)
+        ais_perf(layout, "310P3", [1], devices=[0], iterations=1, warmup=0, quiet=True)
     assert not (layout.root / "dumps").exists() and not (layout.root / "logs" / "perf").exists()
 
 
@@ -503,7 +505,7 @@ def test_container_device_ids_are_positions(tmp_path, monkeypatch):
     assert record["device"] == 5 and record["tool_device"] == 1
     assert "--device" in record["command"]
     assert record["command"][record["command"].index("--device") + 1] == "1"
-    records = ais_perf(layout, "310P3", [1], devices=[3, 5], loop=2, warmup=0, quiet=True)
+    records = ais_perf(layout, "310P3", [1], devices=[3, 5], iterations=2, warmup=0, quiet=True)
     assert [r.platform for r in records] == [
         "Ascend310P3-dev3",
         "Ascend310P3-dev5",
@@ -511,14 +513,14 @@ def test_container_device_ids_are_positions(tmp_path, monkeypatch):
     ]
     assert records[-1].extra["tool_devices"] == {"3": 0, "5": 1}
     with pytest.raises(PcbError, match=r"NPU device\(s\) \[4\] are not in this container"):
-        ais_perf(layout, "310P3", [1], devices=[4], loop=1, warmup=0, quiet=True)
+        ais_perf(layout, "310P3", [1], devices=[4], iterations=1, warmup=0, quiet=True)
 
 
 def test_multi_device_mode_reads_the_summed_throughput(tmp_path, monkeypatch, capsys):
     use_doubles(monkeypatch)
     layout = make_run(tmp_path / "run", {"query": 1})
     convert_models(layout, "310P3", [2], quiet=True)
-    records = ais_perf(layout, "310P3", [2], devices=[0, 1], loop=3, warmup=0)
+    records = ais_perf(layout, "310P3", [2], devices=[0, 1], iterations=3, warmup=0)
     out = capsys.readouterr().out
     assert out.count("==> ") == 1 and "--device 0,1" in out  # one ais_bench for both
     card = records[-1]
@@ -532,7 +534,7 @@ def test_before_the_multi_device_mode_one_process_per_device(tmp_path, monkeypat
     monkeypatch.setenv("AIS_BENCH_DOUBLE_LEGACY", "2022-11")
     layout = make_run(tmp_path / "run", {"query": 1})
     convert_models(layout, "310P3", [2], quiet=True)
-    records = ais_perf(layout, "310P3", [2], devices=[0, 1], loop=3, warmup=0)
+    records = ais_perf(layout, "310P3", [2], devices=[0, 1], iterations=3, warmup=0)
     out = capsys.readouterr().out
     assert out.count("==> device ") == 2 and "--device 0,1" not in out
     assert records[-1].extra["summed_by"].startswith("one ais_bench per chip")
@@ -547,6 +549,6 @@ def test_without_a_summary_json_the_printed_summary_is_read(tmp_path, monkeypatc
     ais_infer(layout, "310P3", batch_size=1, quiet=True)
     record = read_json(layout.dumps_dir("Ascend310P3-ais_bench", "query").parent / "query.json")
     assert record["summary_source"].startswith("printed summary only")
-    [perf] = ais_perf(layout, "310P3", [1], devices=[0], loop=4, warmup=0, quiet=True)
+    [perf] = ais_perf(layout, "310P3", [1], devices=[0], iterations=4, warmup=0, quiet=True)
     assert perf.extra["source"].startswith("printed summary only")
     assert perf.images_per_s == pytest.approx(1000 / perf.latency.mean_ms)

@@ -19,13 +19,13 @@ from pcb.ascend.atc import (
     parse_atc_output,
 )
 from pcb.ascend.convert import (
+    convert_jobs,
     convert_models,
     om_path,
     om_record_path,
-    plan_convert,
     require_om,
 )
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.errors import PcbError
 
 # ---- command lines -----------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def test_log_location():
 
 def test_plan(tmp_path: Path):
     layout = make_run(tmp_path / "run", {"query": 1})
-    jobs = plan_convert(layout, "310P3", [16, 1, 16], aoe=True, device=3)
+    jobs = convert_jobs(layout, "310P3", [16, 1, 16], aoe=True, device=3)
     assert [(j.stem, j.tool) for j in jobs] == [
         ("pcb_bs1", "atc"),
         ("pcb_bs16", "atc"),
@@ -166,10 +166,10 @@ def test_plan(tmp_path: Path):
     ]
     assert f"--output={layout.model_dir / 'om' / 'pcb_bs16_aoe'}" in jobs[3].command
     assert "--device=3" in jobs[3].command
-    [dynamic] = plan_convert(layout, "310", [1, 8], dynamic=True)
+    [dynamic] = convert_jobs(layout, "310", [1, 8], dynamic=True)
     assert dynamic.stem == "pcb_dynamic" and "--dynamic_batch_size=1,8" in dynamic.command
     with pytest.raises(PcbError, match="AOE tunes static models only"):
-        plan_convert(layout, "310P3", [1], dynamic=True, aoe=True)
+        convert_jobs(layout, "310P3", [1], dynamic=True, aoe=True)
 
 
 def test_convert_writes_models_and_records_then_skips(tmp_path, monkeypatch, capsys):

@@ -29,7 +29,7 @@ from pcb.errors import PcbError
 from pcb.orchestration import docker_executor
 from pcb.orchestration.docker_executor import container_spec
 from pcb.orchestration.pipeline import full_pipeline
-from pcb.orchestration.plan import check_npu_hosts
+from pcb.orchestration.preflight import check_npu_hosts
 from pcb.orchestration.settings import settings_from_config
 from pcb.orchestration.spec import NPU_DCMI, NPU_DRIVER, ContainerSpec
 from pcb.orchestration.stage import StageCall

@@ -19,7 +19,7 @@ from pcb.ascend.cann_images import (
 )
 from pcb.errors import PcbError
 from pcb.orchestration import images
-from pcb.orchestration.ascend_stages import cann_base
+from pcb.orchestration.builds import cann_base
 from pcb.orchestration.settings import settings_from_config
 
 ROOT = Path(__file__).resolve().parents[1]

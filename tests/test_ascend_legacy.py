@@ -13,7 +13,7 @@ from ascend_helpers import fixture_path, fixture_text, make_run, stems
 
 from pcb.ascend.benchmark_legacy import parse_benchmark_perf, parse_perf_file_name
 from pcb.ascend.import_results import has_dump_folders, import_results
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.constants import FEATURE_BYTES
 from pcb.errors import PcbError
 from pcb.evaluate import load_features

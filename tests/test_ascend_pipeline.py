@@ -13,23 +13,21 @@ from pathlib import Path
 import pytest
 from ascend_helpers import DOUBLES, REAL, use_doubles
 
-from pcb.cli import build_parser
+from pcb.cli.parser import build_parser
 from pcb.errors import PcbError
-from pcb.orchestration.ascend_stages import (
+from pcb.orchestration.argv import (
     convert_call,
     import_results_call,
     parity_call,
+    stage_call,
 )
 from pcb.orchestration.docker_executor import container_spec, docker_run_command
-from pcb.orchestration.pipeline import full_pipeline, stage_call
-from pcb.orchestration.plan import (
-    check_npu_hosts,
-    describe_plan,
-    resolve_auto_chip,
-)
+from pcb.orchestration.dry_run import describe_plan
+from pcb.orchestration.executors import LocalExecutor
+from pcb.orchestration.pipeline import full_pipeline
+from pcb.orchestration.preflight import check_npu_hosts, resolve_auto_chip
 from pcb.orchestration.settings import settings_from_config
 from pcb.orchestration.spec import NPU_DCMI, NPU_DRIVER, NPU_INSTALL_INFO
-from pcb.orchestration.stage import run_local
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -249,7 +247,7 @@ def test_local_plan_and_auto_placeholder(tmp_path: Path):
     settings = chip_settings(executor="local")
     lines = describe_plan([convert_call(settings)], settings, host_root=tmp_path)
     assert lines[1].startswith("  python -m pcb convert --run results/market --chip 310P3")
-    from pcb.ascend.plan import tool_commands
+    from pcb.cli.preview import tool_commands
 
     commands = tool_commands(["convert", "--run", "r", "--chip", "auto", "--batch-sizes", "1"])
     assert commands[0].startswith("(--chip auto:") and "--soc_version=Ascend310P3" in commands[1]
@@ -336,7 +334,7 @@ def test_chip_pipeline_end_to_end_on_this_host(tmp_path: Path, monkeypatch):
     make_tiny_model(layout_root / "model" / "pcb.onnx")
     calls = [c for c in full_pipeline(settings) if c.stage != "export"]
     for call in calls:
-        run_local(
+        LocalExecutor().run(
             replace(call, args=(*call.args, "--no-plots")) if call.stage == "report" else call
         )
 
@@ -367,7 +365,7 @@ def test_new_stages_have_help(stage):
 
 
 def test_cli_errors_for_the_npu_backend(tmp_path: Path, capsys):
-    from pcb.cli import main
+    from pcb.cli.main import main
 
     assert main(["infer", "--run", str(tmp_path), "--backend", "ais_bench"]) == 1
     assert "error: --backend ais_bench needs the chip: add --chip 310P3" in capsys.readouterr().err

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from reliability_helpers import REPO, assert_nothing_half_written, manifest
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.constants import FEATURE_BYTES, INPUT_BYTES, PCB_3_7_NAME
 from pcb.demo import write_dataset
 

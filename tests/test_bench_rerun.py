@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pcb.digest import CACHE_DIR, cached_md5, digest_store
 from pcb.fileio import file_md5
 from pcb.layout import RunLayout
+from pcb.record.digest import CACHE_DIR, cached_md5, digest_store
 
 pytest.importorskip("onnxruntime")
 from tiny_model import make_tiny_model  # noqa: E402
@@ -24,8 +24,8 @@ def test_md5_cache_hits_and_misses(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert cached_md5(path, tmp_path) == file_md5(path)
     digest_store(tmp_path).save()
     assert not (tmp_path / CACHE_DIR).exists()  # too fresh to remember (racy)
-    monkeypatch.setattr("pcb.digest.RACY_NS", 0)  # as if the change were long ago
-    monkeypatch.setattr("pcb.digest._STORES", {})  # a new process: nothing hashed yet
+    monkeypatch.setattr("pcb.record.digest.RACY_NS", 0)  # as if the change were long ago
+    monkeypatch.setattr("pcb.record.digest._STORES", {})  # a new process: nothing hashed yet
     assert cached_md5(path, tmp_path) == file_md5(path)
     digest_store(tmp_path).save()
     assert any((tmp_path / CACHE_DIR).glob("*.json"))

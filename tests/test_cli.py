@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from pcb.cli import build_parser, main
+from pcb.cli.main import main
+from pcb.cli.parser import build_parser
 
 
 @pytest.mark.parametrize("text", ["0", "-4", "2.5", "x", "1,,0"])

@@ -25,7 +25,7 @@ from reliability_helpers import (
 )
 
 from pcb.demo import write_dataset
-from pcb.runlock import RunLock
+from pcb.record.runlock import RunLock
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -106,7 +106,7 @@ def test_a_lock_held_by_another_process_is_named(tmp_path: Path, dataset: Path) 
         [
             sys.executable,
             "-c",
-            "import sys, time; from pcb.runlock import RunLock; "
+            "import sys, time; from pcb.record.runlock import RunLock; "
             f"RunLock({str(run)!r}, 'export').acquire(); print('held', flush=True); "
             "time.sleep(60)",
         ],

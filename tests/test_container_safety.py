@@ -354,14 +354,17 @@ def test_a_container_and_a_host_process_share_the_run_lock(tmp_path: Path) -> No
         status = docker_executor.run_spec(spec, client, out)
         return status, out.getvalue().decode(errors="replace")
 
-    take = "from pcb.runlock import RunLock; RunLock('/results/run', 'preprocess').acquire(); "
+    take = (
+        "from pcb.record.runlock import RunLock; "
+        "RunLock('/results/run', 'preprocess').acquire(); "
+    )
     run.mkdir()
     # Host holds it: the container is refused.
     host = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            f"from pcb.runlock import RunLock; RunLock({str(run)!r}, 'export').acquire(); "
+            f"from pcb.record.runlock import RunLock; RunLock({str(run)!r}, 'export').acquire(); "
             "print('held', flush=True); import time; time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

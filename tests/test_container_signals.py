@@ -28,7 +28,7 @@ from pcb.orchestration import docker_executor, images, owner
 from pcb.orchestration.images import PROJECT_ROOT
 from pcb.orchestration.spec import Roots, build_spec
 from pcb.orchestration.stage import StageCall
-from pcb.runlock import RunLock
+from pcb.record.runlock import RunLock
 
 pytestmark = pytest.mark.docker
 

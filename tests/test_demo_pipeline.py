@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.dataset import load_split
 from pcb.evaluate import evaluate_features, load_features
 from pcb.layout import RunLayout

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import pcb.digest
-from pcb.digest import (
+import pcb.record.digest
+from pcb.record.digest import (
     ALGORITHM,
     CACHE_DIR,
     DigestStore,
@@ -19,7 +19,7 @@ from pcb.digest import (
     file_digest,
     file_digests,
 )
-from pcb.digest_records import (
+from pcb.record.digest_records import (
     DAMAGED,
     MISSING,
     SOURCE,
@@ -28,7 +28,7 @@ from pcb.digest_records import (
     check_files,
     describe_redo,
 )
-from pcb.fingerprint import (
+from pcb.record.fingerprint import (
     TREES_DIR,
     load_listing,
     prune_listings,
@@ -62,8 +62,8 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         seen.append(Path(path))
         return file_digests(path, md5)
 
-    monkeypatch.setattr(pcb.digest, "file_digests", counting)
-    monkeypatch.setattr(pcb.digest, "RACY_NS", 0)
+    monkeypatch.setattr(pcb.record.digest, "file_digests", counting)
+    monkeypatch.setattr(pcb.record.digest, "RACY_NS", 0)
     return seen
 
 
@@ -186,12 +186,12 @@ def test_a_split_record_is_compact_and_round_trips(tmp_path: Path) -> None:
 def test_a_split_record_is_flushed_while_files_are_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pcb.digest_records.FLUSH_S", 3600.0)
+    monkeypatch.setattr("pcb.record.digest_records.FLUSH_S", 3600.0)
     record = SplitDigests(tmp_path / "query.digests.json")
     assert record.flush()  # the first call writes
     record.put("a.bin", "1", "2")
     assert not record.flush() and SplitDigests.load(record.path).files == {}
-    monkeypatch.setattr("pcb.digest_records.FLUSH_S", 0.0)
+    monkeypatch.setattr("pcb.record.digest_records.FLUSH_S", 0.0)
     assert record.flush() and SplitDigests.load(record.path).files == {"a.bin": ("1", "2")}
 
 

@@ -18,7 +18,7 @@ import pytest
 from reliability_helpers import manifest
 
 from pcb import fileio
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.demo import write_dataset
 from pcb.errors import PcbError
 from pcb.fileio import atomic_write_bytes, atomic_write_json, sync_folder

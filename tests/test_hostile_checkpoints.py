@@ -31,7 +31,7 @@ from hostile_checkpoints import (
 
 from pcb.checkpoint import load_checkpoint
 from pcb.checkpoint.writer import _upstream_classes, upstream_pickle_bytes
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.errors import PcbError
 from pcb.model import PCB, init_upstream
 

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from reliability_helpers import assert_nothing_half_written, manifest
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.demo import write_dataset
 from pcb.errors import PcbError
 from pcb.preprocess import (

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from reliability_helpers import manifest, run_files
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.constants import FEATURE_BYTES, INPUT_BYTES
 from pcb.dataset import find_market_root
 from pcb.demo import write_dataset
-from pcb.digest import file_digest
+from pcb.record.digest import file_digest
 
 pytest.importorskip("onnxruntime")
 from tiny_model import make_tiny_model  # noqa: E402
@@ -334,7 +334,7 @@ def test_a_checkpoint_rewritten_in_place_makes_the_export_stale(
     from pcb.fileio import file_md5
     from pcb.layout import RunLayout
 
-    monkeypatch.setattr("pcb.digest.RACY_NS", 0)  # cached at once, as an old file would be
+    monkeypatch.setattr("pcb.record.digest.RACY_NS", 0)  # cached at once, as an old file would be
     layout = RunLayout(tmp_path / "run")
     checkpoint = tmp_path / "PCB.pt"
     checkpoint.write_bytes(os.urandom(1 << 20))

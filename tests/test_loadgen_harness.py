@@ -16,14 +16,13 @@ import pytest
 
 from pcb.errors import PcbError
 from pcb.layout import RunLayout
-from pcb.loadgen_harness import (
+from pcb.measure.loadgen_harness import (
     EARLY_STOPPING_MIN_QUERIES,
     LoadGenRules,
     run_scenario,
     warm_up,
 )
-from pcb.perf import read_perf_records, timing_of
-from pcb.perf_loadgen import (
+from pcb.measure.perf_loadgen import (
     BatchMeasurement,
     MeasureSettings,
     input_pool,
@@ -31,6 +30,7 @@ from pcb.perf_loadgen import (
     run_perf_loadgen,
     sweep,
 )
+from pcb.perf import read_perf_records, timing_of
 
 pytest.importorskip("mlperf_loadgen")
 
@@ -137,7 +137,7 @@ def test_loadgen_defaults_are_read_from_loadgen() -> None:
 
 
 def test_a_slow_estimate_is_corrected_as_loadgen_advises(tmp_path: Path) -> None:
-    from pcb.loadgen_harness import short_of_duration
+    from pcb.measure.loadgen_harness import short_of_duration
 
     rules = LoadGenRules(min_duration_ms=300, min_query_count=1)
     backend = NullBackend(0.0005)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pcb.errors import PcbError
-from pcb.loadgen_summary import (
+from pcb.measure.loadgen_summary import (
     loadgen_version,
     parse_detail,
     parse_summary,

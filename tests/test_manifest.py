@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from reliability_helpers import manifest
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.demo import write_dataset
-from pcb.digest import file_digest
 from pcb.errors import PcbError
 from pcb.layout import RunLayout
-from pcb.manifest import (
+from pcb.record.digest import file_digest
+from pcb.record.manifest import (
     ManifestView,
     StagePlan,
     dataset_fingerprint,
@@ -25,7 +25,7 @@ from pcb.manifest import (
     run_recorded,
     tree_fingerprint,
 )
-from pcb.runs import NO_MANIFEST
+from pcb.report.runs import NO_MANIFEST
 
 pytest.importorskip("onnxruntime")
 from tiny_model import make_tiny_model  # noqa: E402

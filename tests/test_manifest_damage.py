@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from reliability_helpers import manifest
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.demo import write_dataset
 from pcb.errors import PcbError
 from pcb.layout import RunLayout
-from pcb.manifest import SCHEMA, StagePlan, read_manifest, run_recorded
+from pcb.record.manifest import SCHEMA, StagePlan, read_manifest, run_recorded
 
 GOOD = {"schema": SCHEMA, "run": "x", "inputs": {}, "stages": {}}
 DAMAGED = {

@@ -95,7 +95,8 @@ def test_content_tag_is_stable_and_follows_every_input(tmp_path: Path):
     assert images.content_tag("runtime", "sha256:other", root) != first
     # a pcb source, the lock, the Dockerfile: each changes the tag
     seen = {first}
-    for relative in ("pcb/cli.py", "docker/runtime/requirements.lock", "docker/runtime/Dockerfile"):
+    sources = ("pcb/cli/main.py", "docker/runtime/requirements.lock", "docker/runtime/Dockerfile")
+    for relative in sources:
         path = root / relative
         original = path.read_bytes()
         path.write_bytes(original + b"\n# changed\n")
@@ -108,9 +109,9 @@ def test_content_tag_is_stable_and_follows_every_input(tmp_path: Path):
     (root / "pcb" / "extra.py").write_text("")
     assert images.content_tag("runtime", "sha256:base", root) != first
     (root / "pcb" / "extra.py").unlink()
-    (root / "pcb" / "cli.py").chmod(0o755)
+    (root / "pcb" / "cli" / "main.py").chmod(0o755)
     assert images.content_tag("runtime", "sha256:base", root) != first
-    (root / "pcb" / "cli.py").chmod(0o644)
+    (root / "pcb" / "cli" / "main.py").chmod(0o644)
     # bytecode caches and other images' files do not count
     (root / "pcb" / "__pycache__").mkdir(exist_ok=True)
     (root / "pcb" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"x")
@@ -124,8 +125,8 @@ def test_context_tar(tmp_path: Path):
     assert "docker/export/Dockerfile" in names
     assert "docker/export/requirements.lock" in names
     assert "docker/build-tools.lock" in names
-    assert "pcb/cli.py" in names and "pyproject.toml" in names
-    assert "README.md" in names  # a stub when the project has none
+    assert "pcb/cli/main.py" in names and "pyproject.toml" in names
+    assert "README.md" in names  # a stub: the project's stays on the host
     assert "build-ca/.none" in names and "build-ca/ca.crt" not in names
     assert not any(name.startswith("docker/runtime/") for name in names)
     assert not any("__pycache__" in name for name in names)
@@ -133,7 +134,7 @@ def test_context_tar(tmp_path: Path):
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     tar = open_context("export", root, ca)
     assert tar.extractfile("build-ca/ca.crt").read() == ca.read_bytes()
-    member = tar.getmember("pcb/cli.py")
+    member = tar.getmember("pcb/cli/main.py")
     assert (member.uid, member.gid, member.mtime) == (0, 0, 0)
     # the CA bundle is not part of the content tag
     assert images.content_tag("export", "b", root) == images.content_tag("export", "b", root)
@@ -297,31 +298,74 @@ def test_shell_scripts_lint():
     assert result.returncode == 0, result.stdout
 
 
-def test_remove_stale_images_keeps_latest():
-    class Image:
-        def __init__(self, id_, tags):
-            self.id, self.tags = id_, tags
+def test_host_only_edits_retag_no_image(tmp_path: Path):
+    """An image's content tag hashes only what goes into it: the orchestration, the benchmarks,
+    tasks.py, invoke.yaml and the README stay on the host, so editing them rebuilds nothing; a
+    library file is in every image."""
+    root = copy_project(tmp_path)
+    for name in ("tasks.py", "invoke.yaml", "README.md"):
+        shutil.copy(ROOT / name, root / name)
 
-    current = Image("sha256:new", ["pcb-runtime:bbb", "pcb-runtime:latest"])
-    old = Image("sha256:old", ["pcb-runtime:aaa"])
+    def digests() -> dict[str, str]:
+        return {name: images.content_digest(name, "sha256:base", root) for name in images.IMAGES}
 
-    class Images:
-        removed: list = []
+    before = digests()
+    for host_only in (
+        "pcb/orchestration/settings.py",
+        "pcb/orchestration/argv.py",
+        "pcb/bench/runner.py",
+        "tasks.py",
+        "invoke.yaml",
+        "README.md",
+    ):
+        with (root / host_only).open("a") as file:
+            file.write("\n# edited\n")
+    (root / "pcb" / "orchestration" / "new_module.py").write_text("")
+    assert digests() == before
+    for library in ("pcb/infer.py", "pcb/cli/options.py"):
+        path = root / library
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# edited\n")
+        after = digests()
+        assert all(after[name] != before[name] for name in images.IMAGES), library
+        path.write_bytes(original)
+    assert digests() == before
 
-        def get(self, reference):
-            from docker.errors import ImageNotFound
 
-            if reference == "pcb-runtime:latest":
-                return current
-            raise ImageNotFound(reference)
-
-        def list(self, name):
-            return [current, old] if name == "pcb-runtime" else []
-
-        def remove(self, reference, noprune):
-            self.removed.append(reference)
-
-    class Client:
-        images = Images()
-
-    assert images.remove_stale_images(Client()) == ["pcb-runtime:aaa"]
+def test_the_package_in_an_image_runs_without_the_host_side(tmp_path: Path):
+    """The pcb/ an image gets has no orchestration/ and no bench/, and every module in it
+    imports without them: `python -m pcb` parses every stage there."""
+    context = open_context("runtime", copy_project(tmp_path))
+    members = [m for m in context.getmembers() if m.name.startswith("pcb/")]
+    assert not [m.name for m in members if m.name.startswith(images.HOST_ONLY)]
+    unpacked = tmp_path / "image"
+    context.extractall(unpacked, members=members)  # noqa: S202 (our own tar)
+    modules = sorted(
+        ".".join(path.relative_to(unpacked).with_suffix("").parts).removesuffix(".__init__")
+        for path in (unpacked / "pcb").rglob("*.py")
+        if path.stem != "__main__"
+    )
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    module = importlib.import_module(name)\n"
+        "    assert module.__file__.startswith(sys.argv[1]), module.__file__\n"
+        "from pcb.cli.parser import build_parser\n"
+        "build_parser()\n"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", probe, str(unpacked)],
+        cwd=unpacked,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr
+    stages = subprocess.run(
+        [sys.executable, "-m", "pcb", "--help"],
+        cwd=unpacked,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stages.returncode == 0 and "trt-perf" in stages.stdout, stages.stderr

@@ -417,8 +417,10 @@ def test_failed_stage_raises_with_name_and_status(roots: Roots, monkeypatch: pyt
 
 
 def test_unknown_executor():
-    with pytest.raises(PcbError, match="unknown executor 'k8s'"):
-        docker_executor.run_stage(StageCall("report", "runtime"), "k8s")
+    from pcb.orchestration.settings import settings_from_config
+
+    with pytest.raises(PcbError, match=r"pcb.executor = 'k8s': expected one of"):
+        settings_from_config({"executor": "k8s"})
 
 
 def test_run_spec_removes_the_container_on_interrupt():

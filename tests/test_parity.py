@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.constants import FEATURE_BYTES
 from pcb.errors import PcbError
 from pcb.fileio import atomic_write_json
 from pcb.layout import RunLayout
 from pcb.parity import cosine, parity_figures, run_parity
-from pcb.report import write_comparison
+from pcb.report.comparison import write_comparison
 
 DIM = FEATURE_BYTES // 4
 NPU = "Ascend310P3-ais_bench"

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from pcb.errors import PcbError
-from pcb.orchestration.pipeline import STAGES, full_pipeline, stage_call
+from pcb.orchestration.argv import stage_call
+from pcb.orchestration.pipeline import STAGES, full_pipeline
 from pcb.orchestration.settings import DEMO_CHECKPOINT, DEMO_DATASET, settings_from_config
 
 
@@ -84,7 +85,7 @@ def test_stage_arguments():
 
 
 def test_every_stage_call_parses_with_the_cli():
-    from pcb.cli import build_parser
+    from pcb.cli.parser import build_parser
 
     settings = settings_from_config({}, demo=True, static_batch_sizes="4")
     for call in full_pipeline(settings):
@@ -103,13 +104,14 @@ def test_int8_platform_joins_before_the_report():
 
 
 def test_cli_int8_precision_selects_the_int8_backend():
-    from pcb.cli import _cpu_precision_backend, build_parser
+    from pcb.cli.main import cpu_precision_backend
+    from pcb.cli.parser import build_parser
 
     args = build_parser().parse_args(["perf", "--run", "r", "--precision", "int8"])
-    _cpu_precision_backend(args)
+    cpu_precision_backend(args)
     assert args.backend == "onnxruntime-int8"
     bad = build_parser().parse_args(
         ["perf", "--run", "r", "--backend", "ais_bench", "--precision", "int8"]
     )
     with pytest.raises(PcbError, match="--precision int8 is for the onnxruntime CPU backend"):
-        _cpu_precision_backend(bad)
+        cpu_precision_backend(bad)

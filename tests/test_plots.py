@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from report_runs import CPU, NPU, evaluation, make_run
 
-from pcb import plots
-from pcb.report import write_comparison
+from pcb.report import plots
+from pcb.report.comparison import write_comparison
 
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="matplotlib is not installed"

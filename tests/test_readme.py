@@ -42,8 +42,8 @@ def test_the_hand_written_docker_run_line_has_the_flags_of_print_docker(tmp_path
     host-specific ones (the user, the memory figure, the host's name)."""
     import shlex
 
+    from pcb.orchestration.argv import stage_call
     from pcb.orchestration.docker_executor import container_spec
-    from pcb.orchestration.pipeline import stage_call
     from pcb.orchestration.settings import settings_from_config
 
     section = README.split("### Running one stage's container by hand", 1)[1].split("\n## ", 1)[0]

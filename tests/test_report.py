@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from report_runs import CPU, evaluation, make_run
 
-from pcb.accuracy_table import NOT_COMPARABLE, compare_metric, guide_comparison
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.errors import PcbError
 from pcb.fileio import atomic_write_json, read_json
 from pcb.layout import RunLayout
-from pcb.report import write_report
-from pcb.report_render import accuracy_rows, throughput_rows
-from pcb.throughput_table import best_throughput
+from pcb.report.accuracy_table import NOT_COMPARABLE, compare_metric, guide_comparison
+from pcb.report.comparison import write_report
+from pcb.report.render import accuracy_rows, throughput_rows
+from pcb.report.throughput_table import best_throughput
 
 
 def single_run(root: Path, top1: float = 0.915) -> RunLayout:

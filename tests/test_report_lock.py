@@ -15,8 +15,8 @@ import pytest
 from reliability_helpers import REPO
 from report_runs import CPU, GPU, evaluation, make_run
 
-from pcb.cli import main
-from pcb.runlock import LOCK_NAME, RunLock
+from pcb.cli.main import main
+from pcb.record.runlock import LOCK_NAME, RunLock
 
 
 @contextmanager
@@ -26,7 +26,7 @@ def held(folder: Path, stage: str) -> Iterator[subprocess.Popen]:
         [
             sys.executable,
             "-c",
-            "import time; from pcb.runlock import RunLock; "
+            "import time; from pcb.record.runlock import RunLock; "
             f"RunLock({str(folder)!r}, {stage!r}).acquire(); print('held', flush=True); "
             "time.sleep(60)",
         ],
@@ -69,9 +69,9 @@ def test_a_comparison_into_a_run_folder_holds_its_lock_while_it_writes(
     runs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cpu, gpu = runs
-    import pcb.report
+    import pcb.report.comparison
 
-    real = pcb.report.write_comparison
+    real = pcb.report.comparison.write_comparison
     refused: list[bool] = []
 
     def writing(*args, **kwargs):
@@ -81,7 +81,7 @@ def test_a_comparison_into_a_run_folder_holds_its_lock_while_it_writes(
             [
                 sys.executable,
                 "-c",
-                f"from pcb.runlock import RunLock; RunLock({str(cpu)!r}, 'perf').acquire()",
+                f"from pcb.record.runlock import RunLock; RunLock({str(cpu)!r}, 'perf').acquire()",
             ],
             capture_output=True,
             text=True,
@@ -90,7 +90,7 @@ def test_a_comparison_into_a_run_folder_holds_its_lock_while_it_writes(
         refused.append(other.returncode != 0 and "is in use by stage report" in other.stderr)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pcb.report, "write_comparison", writing)
+    monkeypatch.setattr(pcb.report.comparison, "write_comparison", writing)
     assert main(_report("--run", cpu, "--run", gpu, "--out", cpu)) == 0
     assert refused == [True]
     assert (cpu / "comparison.md").is_file()

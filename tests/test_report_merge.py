@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from report_runs import CPU, GPU, NPU, evaluation, make_run, markdown_table
 
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.errors import PcbError
 from pcb.fileio import read_json
-from pcb.published import GUIDE_BEST, GUIDE_THROUGHPUT
-from pcb.report import write_comparison
-from pcb.report_render import throughput_rows
-from pcb.throughput_table import parse_ratios, published_section, ratio_section
+from pcb.report.comparison import write_comparison
+from pcb.report.published import GUIDE_BEST, GUIDE_THROUGHPUT
+from pcb.report.render import throughput_rows
+from pcb.report.throughput_table import parse_ratios, published_section, ratio_section
 
 # facts.md section 6, the guide's table 7.4, typed in again here so a slip in either shows.
 FACTS_TABLE = {

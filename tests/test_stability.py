@@ -7,7 +7,7 @@ import math
 import pytest
 
 from pcb.errors import PcbError
-from pcb.stability import (
+from pcb.measure.stability import (
     DEFAULT_MAX_SPREAD,
     load_average,
     machine_load,

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pcb.backends import create_backend
+from pcb.backends import create_backend, cudart
+from pcb.backends.tensorrt_backend import TensorRTBackend
 from pcb.constants import INPUT_SHAPE
 from pcb.errors import PcbError
 from pcb.fileio import read_json
 from pcb.layout import RunLayout
-from pcb.tensorrt import calibration, cudart
+from pcb.tensorrt import calibration
 from pcb.tensorrt.engine_cache import calibration_cache_path, calibration_record_path
-from pcb.tensorrt.trt_backend import TensorRTBackend
 
 _SPEC = importlib.util.spec_from_file_location(
     "fake_tensorrt", Path(__file__).parent / "doubles" / "tensorrt" / "fake_tensorrt.py"

@@ -17,12 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from pcb.cli.options import stage_option
 from pcb.errors import PcbError
 from pcb.layout import RunLayout
 from pcb.orchestration import docker_executor, images
+from pcb.orchestration.pipeline import trt_calls
+from pcb.orchestration.settings import settings_from_config
+from pcb.orchestration.stage import with_options
 from pcb.perf import read_perf_records
 from pcb.tensorrt.engine_cache import engine_path, read_record
-from pcb.tensorrt.plan import TrtPlan
 
 pytestmark = pytest.mark.docker
 
@@ -34,10 +37,10 @@ RUNTIME = images.IMAGES["runtime"].latest
 
 
 def _entry_module() -> str:
-    """`pcb` once pcb/cli.py registers the trt-* commands, else pcb.tensorrt's own entry."""
+    """`pcb`, whose parser registers the trt-* commands (the old pcb.tensorrt otherwise)."""
     import argparse
 
-    from pcb.cli import build_parser
+    from pcb.cli.parser import build_parser
 
     for action in build_parser()._actions:
         if isinstance(action, argparse._SubParsersAction) and "trt-perf" in action.choices:
@@ -140,15 +143,13 @@ def run(client, image: str, call, data: Path, results: Path, uid: int | None = N
 
 def test_trt_perf_in_a_container_with_the_trtexec_double(client, double_image, folders):
     data, results = folders
-    plan = TrtPlan(
-        run=results / "market",
-        dataset=data / "Market-1501-v15.09.15",
-        batch_sizes=(1, 16, 64),
-        accuracy=False,
-        duration_s=1,
+    settings = settings_from_config(
+        {"data_dir": data, "results_dir": results, "run": "market"},
+        trt_batch_sizes=(1, 16, 64),
         quiet=True,
     )
-    [call] = plan.calls()
+    [call] = trt_calls(settings, accuracy=False)
+    call = with_options(call, {stage_option("trt-perf", "duration"): 1})
     assert call.stage == "trt-perf" and call.gpus == -1
     # No GPU on this machine: the same call without the GPU request (the double needs none).
     call = dataclasses.replace(call, gpus=None)
@@ -193,8 +194,11 @@ def test_trt_perf_in_a_container_with_the_trtexec_double(client, double_image, f
 
 def test_a_failing_stage_reports_its_container_command(client, double_image, folders):
     data, results = folders
-    plan = TrtPlan(run=results / "market", dataset=data, precision="int8", accuracy=False)
-    perf = dataclasses.replace(plan.calls()[-1], gpus=None)  # int8 without trt-calibrate
+    settings = settings_from_config(
+        {"data_dir": data, "results_dir": results, "run": "market"}, trt_precision="int8"
+    )
+    int8 = trt_calls(settings, accuracy=False)
+    perf = dataclasses.replace(int8[-1], gpus=None)  # int8 without trt-calibrate
     with pytest.raises(
         PcbError, match=r"(?s)failed in its container .* exit status 1.*trt-calibrate"
     ):

@@ -59,6 +59,8 @@ def test_the_setting():
 def test_invoke_build_uses_the_chosen_base(monkeypatch):
     import importlib.util
 
+    from invoke import Config, Context
+
     spec = importlib.util.spec_from_file_location("project_tasks", ROOT / "tasks.py")
     tasks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tasks)
@@ -74,20 +76,20 @@ def test_invoke_build_uses_the_chosen_base(monkeypatch):
         seen["vendor_bases"] = dict(kwargs.get("vendor_bases") or {})
         return [Result(n) for n in names]
 
-    from pcb.orchestration import build_inputs, docker_executor
+    from pcb.orchestration import build_inputs, engine
 
-    monkeypatch.setattr(docker_executor, "connect", lambda *a, **k: object())
+    monkeypatch.setattr(engine, "connect", lambda *a, **k: object())
     monkeypatch.setattr(images, "build_images", build_images)
     monkeypatch.setattr(images, "describe", lambda result: result.name)
     monkeypatch.setattr(build_inputs, "resolve_base_image", lambda setting, client, names: None)
-    settings = settings_from_config({}, trt_image="8.6")
-    tasks._build(settings, ["runtime", "tensorrt"])
+    older = Context(Config(overrides={"pcb": {"trt_image": "8.6"}}))
+    tasks.build(older, image=["runtime", "tensorrt"])
     assert seen == {
         "names": ["runtime", "tensorrt"],
         "vendor_bases": {"tensorrt": ("nvcr.io/nvidia/tensorrt:23.09-py3", "3.10")},
     }
     seen.clear()
-    tasks._build(settings_from_config({}), ["tensorrt"])
+    tasks.build(Context(Config()), image=["tensorrt"])
     assert seen["vendor_bases"] == {"tensorrt": ("nvcr.io/nvidia/tensorrt:24.05-py3", "3.10")}
 
 

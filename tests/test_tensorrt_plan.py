@@ -8,22 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from pcb.cli.options import stage_option
+from pcb.cli.parser import build_parser
+from pcb.cli.preview import trtexec_commands
 from pcb.errors import PcbError
 from pcb.orchestration import docker_executor
+from pcb.orchestration.argv import report_call
+from pcb.orchestration.dry_run import describe_plan
+from pcb.orchestration.gpus import cuda_device, gpus_label, parse_gpus
+from pcb.orchestration.pipeline import insert_trt, reference_ready, trt_calls
+from pcb.orchestration.preflight import check_gpu_host
+from pcb.orchestration.settings import Settings, settings_from_config
 from pcb.orchestration.spec import Roots, build_spec
-from pcb.orchestration.stage import StageCall
-from pcb.tensorrt.cli import build_parser
+from pcb.orchestration.stage import StageCall, with_options
 from pcb.tensorrt.names import dump_backends
-from pcb.tensorrt.plan import (
-    TrtPlan,
-    check_gpu_host,
-    cuda_device,
-    gpus_label,
-    insert_trt,
-    parse_gpus,
-    reference_ready,
-    trtexec_commands,
-)
 
 
 @pytest.fixture
@@ -31,13 +29,18 @@ def roots(tmp_path: Path) -> Roots:
     return Roots.of(tmp_path / "data", tmp_path / "results")
 
 
-def plan(roots: Roots, **kwargs) -> TrtPlan:
-    values = {
-        "run": roots.results / "market",
+def settings(roots: Roots, **overrides) -> Settings:
+    config = {
+        "data_dir": roots.data,
+        "results_dir": roots.results,
+        "run": "market",
         "dataset": roots.data / "Market-1501-v15.09.15",
-        **kwargs,
     }
-    return TrtPlan(**values)
+    return settings_from_config(config, **overrides)
+
+
+def calls(roots: Roots, accuracy: bool = True, parity: bool = True, **overrides) -> list:
+    return trt_calls(settings(roots, **overrides), accuracy, parity)
 
 
 @pytest.mark.parametrize(
@@ -82,14 +85,14 @@ def test_cuda_device_inside_and_outside_containers():
 
 
 def test_fp16_calls(roots: Roots):
-    calls = plan(roots).calls()
-    assert [(c.stage, c.image, c.gpus) for c in calls] == [
+    fp16 = calls(roots)
+    assert [(c.stage, c.image, c.gpus) for c in fp16] == [
         ("trt-perf", "tensorrt", -1),
         ("trt-infer", "tensorrt", -1),
         ("evaluate", "runtime", None),
         ("parity", "runtime", None),
     ]
-    perf, infer, evaluate, parity = calls
+    perf, infer, evaluate, parity = fp16
     assert perf.argv()[:3] == ["trt-perf", "--run", str(roots.results / "market")]
     assert perf.args[:6] == (
         "--run",
@@ -114,25 +117,27 @@ def test_fp16_calls(roots: Roots):
 
 
 def test_int8_calibrates_first_and_options_pass_through(roots: Roots):
-    calls = plan(
+    int8 = calls(
         roots,
-        precision="int8",
+        trt_precision="int8",
         gpus="1",
-        batch_sizes=(8, 64),
+        trt_batch_sizes=(8, 64),
         infer_batch_size=8,
-        calib_images=256,
-        duration_s=10,
-        strict=True,
+        trt_calib_images=256,
         quiet=True,
-    ).calls()
-    assert [c.stage for c in calls] == [
+    )
+    # trt-perf's options without a setting, as `invoke trt-perf --duration 10 --strict` gives
+    # them: after those the settings give.
+    options = {stage_option("trt-perf", "duration"): "10", stage_option("trt-perf", "strict"): True}
+    int8[1] = with_options(int8[1], options)
+    assert [c.stage for c in int8] == [
         "trt-calibrate",
         "trt-perf",
         "trt-infer",
         "evaluate",
         "parity",
     ]
-    assert calls[0].args[2:] == (
+    assert int8[0].args[2:] == (
         "--images",
         "256",
         "--batch-size",
@@ -141,40 +146,40 @@ def test_int8_calibrates_first_and_options_pass_through(roots: Roots):
         "0",
         "--quiet",
     )
-    assert calls[1].gpus == ("1",)
-    assert calls[1].args[6:] == ("--batch-sizes", "8,64", "--duration", "10", "--strict", "--quiet")
-    assert calls[3].args[-1] == "tensorrt-int8"
+    assert int8[1].gpus == ("1",)
+    assert int8[1].args[6:] == ("--batch-sizes", "8,64", "--quiet", "--duration", "10", "--strict")
+    assert int8[3].args[-1] == "tensorrt-int8"
 
 
 def test_perf_only_and_no_parity(roots: Roots):
-    assert [c.stage for c in plan(roots, accuracy=False).calls()] == ["trt-perf"]
-    stages = [c.stage for c in plan(roots, parity=False).calls()]
+    assert [c.stage for c in calls(roots, accuracy=False)] == ["trt-perf"]
+    stages = [c.stage for c in calls(roots, parity=False)]
     assert stages == ["trt-perf", "trt-infer", "evaluate"]
 
 
 def test_the_tensorrt_parsers_accept_every_planned_call(roots: Roots):
     parser = build_parser()
-    for kwargs in ({}, {"precision": "int8", "quiet": True, "duration_s": 2, "strict": True}):
-        for call in plan(roots, **kwargs).calls():
+    for kwargs in ({}, {"trt_precision": "int8", "quiet": True}):
+        for call in calls(roots, **kwargs):
             if call.image == "tensorrt":
                 args = parser.parse_args(call.argv())
                 assert args.stage == call.stage and args.run == roots.results / "market"
 
 
-def test_bad_plans(roots: Roots):
+def test_bad_settings(roots: Roots):
     with pytest.raises(PcbError, match="precision"):
-        plan(roots, precision="fp8")
+        calls(roots, trt_precision="fp8")
     with pytest.raises(PcbError, match="executor"):
-        plan(roots, executor="k8s")
+        calls(roots, executor="k8s")
     with pytest.raises(PcbError, match="gpus"):
-        plan(roots, gpus="none")
+        calls(roots, gpus="none")
 
 
 # ---- container specs ---------------------------------------------------------------------------
 
 
 def test_container_spec_of_trt_perf(roots: Roots):
-    perf = plan(roots).calls()[0]
+    perf = calls(roots)[0]
     spec = build_spec(perf, "pcb-tensorrt:latest", roots, uid=1234, gid=5678)
     assert spec.image == "pcb-tensorrt:latest"
     [request] = spec.create_kwargs()["device_requests"]
@@ -194,7 +199,7 @@ def test_container_spec_of_trt_perf(roots: Roots):
 
 
 def test_container_spec_with_chosen_gpus(roots: Roots):
-    infer = plan(roots, gpus="0,2").calls()[1]
+    infer = calls(roots, gpus="0,2")[1]
     spec = build_spec(infer, "pcb-tensorrt:latest", roots)
     [request] = spec.create_kwargs()["device_requests"]
     assert request["DeviceIDs"] == ["0", "2"]
@@ -204,7 +209,7 @@ def test_container_spec_with_chosen_gpus(roots: Roots):
 
 
 def test_evaluate_runs_without_a_gpu(roots: Roots):
-    evaluate = plan(roots).calls()[2]
+    evaluate = calls(roots)[2]
     spec = build_spec(evaluate, "pcb-runtime:latest", roots)
     assert "device_requests" not in spec.create_kwargs()
     assert spec.command[:3] == ("evaluate", "--dataset", "/data/Market-1501-v15.09.15")
@@ -213,10 +218,15 @@ def test_evaluate_runs_without_a_gpu(roots: Roots):
 # ---- dry run -----------------------------------------------------------------------------------
 
 
+def describe(roots: Roots, **overrides) -> list[str]:
+    """The dry run of the TensorRT stages."""
+    return describe_plan(calls(roots, **overrides), settings(roots, **overrides))
+
+
 def test_dry_run_lists_containers_and_trtexec_lines(roots: Roots):
-    lines = plan(roots, batch_sizes=(1, 64)).describe(roots.data, roots.results)
+    lines = describe(roots, trt_batch_sizes=(1, 64))
     text = "\n".join(lines)
-    assert lines[0] == "==> trt-perf [pcb-tensorrt, GPUs all]"
+    assert lines[0] == "[1/4] trt-perf (pcb-tensorrt, GPUs all)"
     assert lines[1].startswith("  docker run --rm --init --user ")
     assert (
         "--gpus all" in lines[1]
@@ -232,26 +242,24 @@ def test_dry_run_lists_containers_and_trtexec_lines(roots: Roots):
     assert "--loadEngine instead" in text
     # The default trt_image: nvcr.io/nvidia/tensorrt:24.05-py3, TensorRT 10.0.1.
     assert "flags of TensorRT 10.0.1, the nvcr.io/nvidia/tensorrt:24.05-py3 base" in text
-    infer_at = lines.index("==> trt-infer [pcb-tensorrt, GPUs all]")
+    infer_at = lines.index("[2/4] trt-infer (pcb-tensorrt, GPUs all)")
     assert lines[infer_at + 2].endswith("pcb_bs16.engine --device=0 --skipInference")
 
 
 def test_dry_run_shows_the_flags_of_the_chosen_image(roots: Roots):
-    lines = plan(roots, batch_sizes=(8,), trt_image="8.6").describe(roots.data, roots.results)
+    lines = describe(roots, trt_batch_sizes=(8,), trt_image="8.6")
     text = "\n".join(lines)
     assert "flags of TensorRT 8.6.1, the nvcr.io/nvidia/tensorrt:23.09-py3 base" in text
     assert "--skipInference" in text and "--buildOnly" not in text
     with pytest.raises(PcbError, match="trt_image '7.2' is not one of the checked"):
-        plan(roots, trt_image="7.2")
-    assert "==> evaluate [pcb-runtime]" in lines
+        calls(roots, trt_image="7.2")
+    assert "[3/4] evaluate (pcb-runtime)" in lines
     assert "pcb-runtime:latest evaluate" in text and "--backend tensorrt-fp16" in text
 
 
 def test_dry_run_local_uses_host_paths_and_the_chosen_device(roots: Roots):
-    lines = plan(roots, executor="local", gpus="3", precision="int8").describe(
-        roots.data, roots.results
-    )
-    assert lines[0] == "==> trt-calibrate [pcb-tensorrt, GPUs device=3]"
+    lines = describe(roots, executor="local", gpus="3", trt_precision="int8")
+    assert lines[0] == "[1/5] trt-calibrate (this host, GPUs device=3)"
     assert lines[1].startswith("  python -m pcb trt-calibrate --run " + str(roots.results))
     text = "\n".join(lines)
     assert f"--calib={roots.results}/market/engines/tensorrt/int8/calibration.cache" in text
@@ -259,8 +267,9 @@ def test_dry_run_local_uses_host_paths_and_the_chosen_device(roots: Roots):
 
 
 def test_dry_run_refuses_a_run_outside_results(roots: Roots, tmp_path: Path):
+    elsewhere = report_call(settings(roots), runs=[str(tmp_path / "elsewhere")])
     with pytest.raises(PcbError, match="outside the folders a container sees"):
-        TrtPlan(run=tmp_path / "elsewhere", dataset=roots.data).describe(roots.data, roots.results)
+        describe_plan([elsewhere], settings(roots))
 
 
 # ---- pre-flight --------------------------------------------------------------------------------
@@ -288,7 +297,7 @@ class NoGpuClient:
 
 def test_without_the_nvidia_runtime_the_error_names_it(roots: Roots, monkeypatch):
     monkeypatch.setattr(docker_executor.shutil, "which", lambda name: None)
-    perf = plan(roots).calls()[0]
+    perf = calls(roots)[0]
     with pytest.raises(PcbError) as error:
         docker_executor.run_in_container(
             perf, data_dir=roots.data, results_dir=roots.results, client=NoGpuClient()
@@ -338,7 +347,7 @@ def test_trtexec_commands_from_a_stage_argv():
 def test_insert_trt_into_a_pipeline(roots: Roots):
     stages = ["export", "preprocess", "infer", "evaluate", "perf", "report"]
     cpu = [StageCall(stage, "runtime") for stage in stages]
-    merged = insert_trt(cpu, plan(roots, precision="int8").calls())
+    merged = insert_trt(cpu, calls(roots, trt_precision="int8"))
     assert [c.stage for c in merged] == [
         "export",
         "preprocess",
@@ -353,7 +362,7 @@ def test_insert_trt_into_a_pipeline(roots: Roots):
         "report",
     ]
     assert merged[5].args[-1] == "tensorrt-int8" and merged[7].args == ()
-    assert [c.stage for c in insert_trt([], plan(roots).calls())][-1] == "parity"
+    assert [c.stage for c in insert_trt([], calls(roots))][-1] == "parity"
 
 
 def test_reference_ready(tmp_path: Path):
@@ -365,16 +374,16 @@ def test_reference_ready(tmp_path: Path):
 
 def test_gpu_host_check_before_anything_runs(roots: Roots, monkeypatch):
     monkeypatch.setattr(docker_executor.shutil, "which", lambda name: None)
-    calls = plan(roots).calls()
+    trt = calls(roots)
     with pytest.raises(PcbError, match=r"trt-perf \(pcb-tensorrt\) needs an NVIDIA GPU.*Toolkit"):
-        check_gpu_host(calls, "docker", NoGpuClient())
-    check_gpu_host([c for c in calls if c.gpus is None], "docker", NoGpuClient())  # no GPU stage
+        check_gpu_host(trt, "docker", NoGpuClient())
+    check_gpu_host([c for c in trt if c.gpus is None], "docker", NoGpuClient())  # no GPU stage
 
     class GpuClient(NoGpuClient):
         def info(self):
             return {"Runtimes": {"runc": {}, "nvidia": {}}}
 
-    check_gpu_host(calls, "docker", GpuClient())
+    check_gpu_host(trt, "docker", GpuClient())
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(PcbError, match="trtexec is not on the PATH"):
-        check_gpu_host(calls, "local")
+        check_gpu_host(trt, "local")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pcb.backends.base import Backend
+from pcb.cli import main as cli
 from pcb.constants import FEATURE_BYTES, FEATURE_SHAPE, INPUT_SHAPE
 from pcb.errors import PcbError
 from pcb.evaluate import find_dumps
@@ -20,7 +21,7 @@ from pcb.fileio import read_json
 from pcb.infer import infer_record_path
 from pcb.layout import RunLayout
 from pcb.perf import read_perf_records
-from pcb.tensorrt import cli, tools
+from pcb.tensorrt import tools
 from pcb.tensorrt.engine_cache import calibration_cache_path, engine_path, read_record
 from pcb.tensorrt.stages import perf_log_dir, run_trt_infer, run_trt_perf
 from pcb.tensorrt.tools import Completed

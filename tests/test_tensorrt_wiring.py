@@ -1,6 +1,6 @@
 """The TensorRT stages wired into settings, the pipeline, `python -m pcb` and the Invoke tasks.
 
-The wiring lives in files another change owns (pcb/cli.py, pcb/orchestration/{settings,
+The wiring lives in files another change owns (pcb/cli/, pcb/orchestration/{settings,
 pipeline}.py, tasks.py, invoke.yaml); until it is in, each test here is skipped, saying which
 piece is missing.
 """
@@ -28,7 +28,7 @@ def _settings_wired() -> bool:
 
 
 def _cli_wired() -> bool:
-    from pcb.cli import build_parser
+    from pcb.cli.parser import build_parser
 
     for action in build_parser()._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -37,10 +37,10 @@ def _cli_wired() -> bool:
 
 
 needs_settings = pytest.mark.skipif(
-    not _settings_wired() or not hasattr(pipeline, "trt_plan"),
+    not _settings_wired() or not hasattr(pipeline, "trt_calls"),
     reason="the TensorRT settings / pipeline wiring is not applied yet",
 )
-needs_cli = pytest.mark.skipif(not _cli_wired(), reason="pcb/cli.py does not register trt-*")
+needs_cli = pytest.mark.skipif(not _cli_wired(), reason="pcb/cli/ does not register trt-*")
 
 
 @needs_settings
@@ -103,19 +103,25 @@ def test_full_pipeline_with_trt():
 
 
 @needs_settings
-def test_trt_plan_follows_the_settings():
+def test_trt_calls_follow_the_settings():
     settings = settings_from_config(
         {}, trt_precision="fp32", batch_sizes="1,8", infer_batch_size=8, quiet=True
     )
-    plan = pipeline.trt_plan(settings, parity=False)
-    assert (plan.precision, plan.batch_sizes, plan.infer_batch_size) == ("fp32", (1, 8), 8)
-    assert plan.run == settings.run_dir and plan.quiet
-    assert pipeline.trt_plan(settings_from_config({}, trt_batch_sizes="64")).batch_sizes == (64,)
+    perf, infer, _evaluate = pipeline.trt_calls(settings, parity=False)
+
+    def value(call, flag):
+        return call.args[call.args.index(flag) + 1]
+
+    assert (value(perf, "--precision"), value(perf, "--batch-sizes")) == ("fp32", "1,8")
+    assert value(infer, "--batch-size") == "8"
+    assert value(perf, "--run") == settings.run_dir and "--quiet" in perf.args
+    perf_64 = pipeline.trt_calls(settings_from_config({}, trt_batch_sizes="64"))[0]
+    assert value(perf_64, "--batch-sizes") == "64"
 
 
 @needs_cli
 def test_python_m_pcb_has_the_trt_stages():
-    from pcb.cli import build_parser
+    from pcb.cli.parser import build_parser
 
     args = build_parser().parse_args(["trt-perf", "--run", "results/x", "--batch-sizes", "8"])
     assert args.stage == "trt-perf" and args.batch_sizes == [8]
@@ -156,6 +162,7 @@ def test_invoke_trt_dry_run_and_the_missing_runtime():
 @needs_cli
 def test_docs_name_only_tasks_and_stages_that_exist():
     import importlib.util
+    import inspect
     import re
 
     text = (PROJECT / "docs" / "tensorrt.md").read_text(encoding="utf-8")
@@ -165,10 +172,12 @@ def test_docs_name_only_tasks_and_stages_that_exist():
     known = {n.replace("_", "-") for n, v in vars(tasks).items() if type(v).__name__ == "Task"}
     assert set(re.findall(r"invoke ([a-z][a-z-]+)", text)) <= known
     flags = set(re.findall(r"invoke (?:trt|full)[^`\n]*?(--[a-z-]+)", text))
-    trt_params = {f"--{p.replace('_', '-')}" for p in tasks.trt.body.__code__.co_varnames}
-    full_params = {f"--{p.replace('_', '-')}" for p in tasks.full.body.__code__.co_varnames}
+    def params(task):
+        return {f"--{p.replace('_', '-')}" for p in inspect.signature(task.body).parameters}
+
+    trt_params, full_params = params(tasks.trt), params(tasks.full)
     assert flags <= trt_params | full_params
-    from pcb.cli import build_parser
+    from pcb.cli.parser import build_parser
 
     for stage in ("trt-calibrate", "trt-perf", "trt-infer"):
         assert build_parser().parse_args([stage, "--run", "r"]).stage == stage

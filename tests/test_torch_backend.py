@@ -87,8 +87,8 @@ def test_bf16_on_the_cpu_agrees_with_onnxruntime(
 def test_folding_batchnorm_keeps_the_function(demo_checkpoint: Path, images: np.ndarray) -> None:
     from torch import nn
 
-    from pcb.backends.torch_backend import fold_batchnorm
     from pcb.checkpoint import load_checkpoint
+    from pcb.torch_backend import fold_batchnorm
 
     model = load_checkpoint(demo_checkpoint).model.eval()
     folded = fold_batchnorm(model)
@@ -101,14 +101,14 @@ def test_folding_batchnorm_keeps_the_function(demo_checkpoint: Path, images: np.
 
 
 def test_checkpoint_found_through_export_json(exported: RunLayout, demo_checkpoint: Path) -> None:
-    from pcb.backends.torch_backend import checkpoint_for
+    from pcb.torch_backend import checkpoint_for
 
     assert checkpoint_for(exported.onnx_path) == demo_checkpoint
     assert checkpoint_for(demo_checkpoint) == demo_checkpoint
 
 
 def test_changed_checkpoint_is_refused(tmp_path: Path, demo_checkpoint: Path) -> None:
-    from pcb.backends.torch_backend import checkpoint_for
+    from pcb.torch_backend import checkpoint_for
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -127,7 +127,7 @@ def test_changed_checkpoint_is_refused(tmp_path: Path, demo_checkpoint: Path) ->
 
 
 def test_refusals_without_a_gpu(exported: RunLayout) -> None:
-    from pcb.backends.torch_backend import TorchBackend
+    from pcb.torch_backend import TorchBackend
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is present")

@@ -21,7 +21,7 @@ import torch
 from hostile_checkpoints import HOSTILE, extension_registered, zip_with_malicious_data_pkl
 
 from pcb.checkpoint import load_checkpoint
-from pcb.cli import main
+from pcb.cli.main import main
 from pcb.errors import PcbError
 
 REPO = Path(__file__).resolve().parents[1]

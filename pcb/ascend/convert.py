@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PcbError
-from ..fileio import atomic_write_json, atomic_write_text, file_md5, read_json
+from ..fileio import atomic_write_json, atomic_write_text, file_md5, read_json, read_record
 from ..layout import RunLayout
 from ..provenance import stamp
+from ..tool import run_tool
 from .atc import aoe_command, atc_command, failure_message
 from .cann_version import read_cann_version
 from .chips import soc_version
-from .tool import run_tool
 from .visible import tool_device_ids
 
 PATH_OPTIONS = ("--model=", "--output=")
@@ -74,7 +74,7 @@ def _options(command: Sequence[str], chip: str) -> dict[str, Any]:
     }
 
 
-def plan_convert(
+def convert_jobs(
     layout: RunLayout,
     chip: str,
     batch_sizes: Sequence[int],
@@ -113,15 +113,9 @@ def _with_output(command: Sequence[str], prefix: Path) -> list[str]:
 
 
 def is_up_to_date(om: Path, onnx_md5: str, options: dict[str, Any]) -> bool:
-    record_path = om_record_path(om)
-    if not om.is_file() or not record_path.is_file():
-        return False
-    try:
-        record = read_json(record_path)
-    except (OSError, ValueError):
-        return False
+    record = read_record(om_record_path(om)) if om.is_file() else {}
     return (
-        isinstance(record, dict)
+        bool(record)
         and record.get("onnx_md5") == onnx_md5
         and record.get("options") == options
         and record.get("om_md5") == file_md5(om)
@@ -218,7 +212,7 @@ def convert_models(
     made = []
     # AOE runs on the NPU: in a container, the chip's id there (visible.py).
     tool_device = tool_device_ids([device])[0] if aoe else device
-    for planned in plan_convert(layout, chip, batch_sizes, dynamic, aoe, tool_device):
+    for planned in convert_jobs(layout, chip, batch_sizes, dynamic, aoe, tool_device):
         job = replace(planned, options={**planned.options, "cann_version": cann.text})
         target = om_dir(layout) / f"{job.stem}.om"
         if not force and is_up_to_date(target, onnx_md5, job.options):

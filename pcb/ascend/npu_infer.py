@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import FEATURE_BYTES, INPUT_BYTES, SPLITS
-from ..digest import digest_store
-from ..digest_records import SplitDigests, check_files, describe_redo, dumps_record_path
 from ..errors import PcbError
 from ..fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, file_md5, read_json
 from ..infer import bin_digests, infer_record_path, read_stems
 from ..layout import RunLayout
 from ..provenance import host_name, utc_now
+from ..record.digest import digest_store
+from ..record.digest_records import SplitDigests, check_files, describe_redo, dumps_record_path
+from ..tool import run_tool
 from .ais_bench import (
     DEFAULT_PROFILE,
     AisBenchProfile,
@@ -48,7 +49,6 @@ from .ais_bench_output import (
 from .chips import backend_key, platform_name
 from .convert import om_record_path, require_om
 from .npu_smi import resolve_chip
-from .tool import run_tool
 from .visible import tool_device_ids
 
 LISTED = 10

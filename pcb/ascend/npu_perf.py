@@ -14,9 +14,7 @@ exactly the chips of one card (read from `npu-smi info`), else "<n> chips".
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +28,7 @@ from ..infer import perf_table
 from ..layout import RunLayout
 from ..perf import LatencyStats, PerfRecord, write_perf_records
 from ..provenance import stamp
+from ..tool import start_tool
 from .ais_bench import (
     DEFAULT_PROFILE,
     AisBenchProfile,
@@ -61,18 +60,7 @@ class DeviceRun:
     source: str = "summary JSON, checked against the printed summary"
 
 
-def _start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    # The child keeps its own descriptor of the log; the parent's closes with the block.
-    with open(log, "w", encoding="utf-8") as handle:
-        try:
-            return subprocess.Popen(
-                command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **env}
-            )
-        except FileNotFoundError:
-            raise PcbError(
-                f"{command[0]} not found: run the perf stage in the cann image"
-            ) from None
+PERF_HINT = "run the perf stage in the cann image"
 
 
 def perf_scratch(layout: RunLayout, key: str, batch_size: int) -> Path:
@@ -84,20 +72,20 @@ def perf_command(
     output: Path,
     batch_size: int,
     devices: Sequence[int],
-    loop: int,
+    iterations: int,
     warmup: int,
     dynamic: bool,
     python: str = "python3",
     profile: AisBenchProfile = DEFAULT_PROFILE,
 ) -> list[str]:
-    """A timing run on `devices` (the ids the tool knows them by): pure inference, `loop`
-    batches after `warmup` untimed ones."""
+    """A timing run on `devices` (the ids the tool knows them by): pure inference, `iterations`
+    batches (ais_bench's --loop) after `warmup` untimed ones."""
     return ais_bench_command(
         str(om),
         output=str(output),
         batch_size=batch_size,
         devices=devices,
-        loop=loop,
+        loop=iterations,
         warmup=warmup,
         dym_batch=batch_size if dynamic else None,
         display_all_summary=True,
@@ -107,40 +95,40 @@ def perf_command(
 
 
 @dataclass(frozen=True)
-class DevicePlan:
+class TimingCommands:
     """How one batch size is timed: the commands, each with the host devices it covers."""
 
     commands: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...]
     multi_device: bool
 
 
-def plan_devices(
+def timing_commands(
     om: Path,
     batch_size: int,
     devices: Sequence[int],
     tool_ids: Sequence[int],
     scratch: Path,
-    loop: int,
+    iterations: int,
     warmup: int,
     dynamic: bool,
     python: str = "python3",
     profile: AisBenchProfile = DEFAULT_PROFILE,
-) -> DevicePlan:
+) -> TimingCommands:
     """One multi-device ais_bench where the version has the mode, else one per device.
     `devices` are host ids (the records' and folders' names), `tool_ids` the tool's."""
     if len(devices) > 1 and profile.multi_device:
         command = perf_command(
-            om, scratch / "all", batch_size, tool_ids, loop, warmup, dynamic, python, profile
+            om, scratch / "all", batch_size, tool_ids, iterations, warmup, dynamic, python, profile
         )
-        return DevicePlan(((tuple(devices), tuple(command)),), True)
+        return TimingCommands(((tuple(devices), tuple(command)),), True)
     commands = []
     for device, tool_id in zip(devices, tool_ids):
+        output = scratch / f"dev{device}"
         command = perf_command(
-            om, scratch / f"dev{device}", batch_size, [tool_id], loop, warmup, dynamic, python,
-            profile,
-        )  # fmt: skip
+            om, output, batch_size, [tool_id], iterations, warmup, dynamic, python, profile
+        )
         commands.append(((device,), tuple(command)))
-    return DevicePlan(tuple(commands), False)
+    return TimingCommands(tuple(commands), False)
 
 
 def _output_of(command: Sequence[str]) -> Path:
@@ -207,7 +195,7 @@ def run_devices(
     batch_size: int,
     devices: Sequence[int],
     scratch: Path,
-    loop: int,
+    iterations: int,
     warmup: int,
     dynamic: bool,
     python: str,
@@ -219,11 +207,11 @@ def run_devices(
     multi-device mode, the summed throughput ais_bench printed."""
     shutil.rmtree(scratch, ignore_errors=True)
     tool_ids = list(devices) if tool_ids is None else list(tool_ids)
-    plan = plan_devices(
-        om, batch_size, devices, tool_ids, scratch, loop, warmup, dynamic, python, profile
+    timing = timing_commands(
+        om, batch_size, devices, tool_ids, scratch, iterations, warmup, dynamic, python, profile
     )
     processes = []
-    for covered, command in plan.commands:
+    for covered, command in timing.commands:
         name = f"dev{covered[0]}" if len(covered) == 1 else "all"
         _output_of(command).mkdir(parents=True)
         if not quiet:
@@ -232,7 +220,7 @@ def run_devices(
         log = scratch / f"{name}.out"
         env = {"ASCEND_PROCESS_LOG_PATH": str(scratch / f"{name}-ascend-log")}
         started = time.perf_counter()
-        processes.append((covered, command, log, started, _start(list(command), log, env)))
+        processes.append((covered, command, log, started, start_tool(command, log, env, PERF_HINT)))
     runs: list[DeviceRun] = []
     failures = []
     total = None
@@ -247,7 +235,7 @@ def run_devices(
             what = f"ais_bench on device{'s' if len(covered) > 1 else ''} {label}"
             failures.append(tool_failure(what, returncode, text, log))
             continue
-        if plan.multi_device:
+        if timing.multi_device:
             found, total = _multi_device_runs(
                 covered, tool_ids, _output_of(command), text, wall, log
             )
@@ -355,7 +343,7 @@ def ais_perf(
     chip: str,
     batch_sizes: Sequence[int],
     devices: Sequence[int] = (0,),
-    loop: int = 100,
+    iterations: int = 100,
     warmup: int = 5,
     aoe: bool = False,
     dynamic: bool = False,
@@ -365,8 +353,8 @@ def ais_perf(
     """Throughput per batch size on the chosen devices; writes perf/<platform>-ais_bench.json."""
     if not batch_sizes or any(b <= 0 for b in batch_sizes):
         raise PcbError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
-    if loop <= 0 or warmup < 0:
-        raise PcbError(f"need --iterations >= 1 and --warmup >= 0, got {loop} and {warmup}")
+    if iterations <= 0 or warmup < 0:
+        raise PcbError(f"need --iterations >= 1 and --warmup >= 0, got {iterations} and {warmup}")
     devices = list(devices)
     chip = resolve_chip(chip, devices)
     info, topology = _topology()
@@ -387,7 +375,7 @@ def ais_perf(
             batch_size,
             devices,
             scratch,
-            loop,
+            iterations,
             warmup,
             dynamic,
             python,
@@ -399,7 +387,7 @@ def ais_perf(
             "soc_version": soc_version(chip),
             "om": om.name,
             "om_md5": file_md5(om),
-            "loop": loop,
+            "loop": iterations,  # ais_bench's --loop
             "warmup": warmup,
             "aoe": aoe,
             "dynamic": dynamic,

@@ -11,21 +11,22 @@ import importlib
 from ..errors import PcbError
 from .base import Backend
 
-# name -> (module, class); add ais_bench / tensorrt here when they exist.
+# name -> (module, class). ais_bench is not here: it runs whole folders itself.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("pcb.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
     "onnxruntime-int8": ("pcb.backends.onnxruntime_int8_backend", "OnnxRuntimeInt8Backend"),
-    "tensorrt": ("pcb.tensorrt.trt_backend", "TensorRTBackend"),
-    "torch": ("pcb.backends.torch_backend", "TorchBackend"),
-    "torch-bf16": ("pcb.backends.torch_backend", "TorchBf16Backend"),
-    "torch-fp16": ("pcb.backends.torch_backend", "TorchFp16Backend"),
+    "tensorrt": ("pcb.backends.tensorrt_backend", "TensorRTBackend"),
+    "torch": ("pcb.torch_backend", "TorchBackend"),
+    "torch-bf16": ("pcb.torch_backend", "TorchBf16Backend"),
+    "torch-fp16": ("pcb.torch_backend", "TorchFp16Backend"),
 }
 
 KNOWN_BACKENDS: tuple[str, ...] = tuple(_REGISTRY)
 
 
-def create_backend(name: str) -> Backend:
-    """A fresh, not yet loaded backend called `name`."""
+def create_backend(name: str, **options: object) -> Backend:
+    """A fresh, not yet loaded backend called `name`; `options` go to its constructor (the
+    TensorRT backend's CUDA `device`)."""
     try:
         module_name, class_name = _REGISTRY[name]
     except KeyError:
@@ -39,7 +40,7 @@ def create_backend(name: str) -> Backend:
             f"e.g. `pip install {name}`, or run the stage in the runtime image"
         ) from error
     backend_class = getattr(module, class_name)
-    return backend_class()
+    return backend_class(**options)
 
 
 __all__ = ["KNOWN_BACKENDS", "Backend", "create_backend"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import PcbError
+from ..layout import int8_model_path
 from .onnxruntime_backend import OnnxRuntimeBackend
 
 
@@ -17,8 +18,6 @@ class OnnxRuntimeInt8Backend(OnnxRuntimeBackend):
     precision = "int8"
 
     def model_file(self, model_path: Path) -> Path:
-        from ..quantize import int8_model_path
-
         path = int8_model_path(Path(model_path))
         if not path.is_file():
             raise PcbError(

@@ -115,10 +115,18 @@ def ratio_figure(
     return Figure(name, value, unit, f">= {minimum:g}", met, note)
 
 
-def timed(func: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
-    result = func()
-    return time.perf_counter() - start, result
+def per_batch_ratios(
+    rows: list[dict[str, Any]], top: str, bottom: str, label: str = ""
+) -> list[Figure]:
+    """One figure per batch size: `top`'s images/s over `bottom`'s (the rows' keys are
+    <name>_images_per_s), both shown in the note; `label` names the ratio (default
+    "top / bottom")."""
+    figures = []
+    for row in rows:
+        high, low = row[f"{top}_images_per_s"], row[f"{bottom}_images_per_s"]
+        name = f"bs{row['batch_size']}: {label or f'{top} / {bottom}'}"
+        figures.append(Figure(name, high / low, "x", note=f"{high:.1f} vs {low:.1f} img/s"))
+    return figures
 
 
 def interleaved_rates(

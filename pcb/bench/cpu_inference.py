@@ -22,7 +22,14 @@ import numpy as np
 from ..backends.base import resolve_threads
 from ..constants import INPUT_SHAPE
 from ..errors import PcbError
-from .common import BenchConfig, BenchResult, Figure, interleaved_rates, ratio_figure
+from .common import (
+    BenchConfig,
+    BenchResult,
+    Figure,
+    interleaved_rates,
+    per_batch_ratios,
+    ratio_figure,
+)
 from .workspace import DemoRun
 
 TARGET_OF_PEAK = 0.9
@@ -188,15 +195,7 @@ def bench_cpu_inference(config: BenchConfig, run: DemoRun) -> BenchResult:
     result.figures = [
         Figure("FLOPs per image (from the ONNX graph)", gflop, "GFLOP"),
         Figure("fp32 matmul rate (best of numpy, torch)", peak, "GFLOP/s"),
-        *[
-            Figure(
-                f"bs{r['batch_size']}: onnxruntime / torch eager",
-                r["onnxruntime_images_per_s"] / r["torch_images_per_s"],
-                "x",
-                note=f"{r['onnxruntime_images_per_s']:.1f} vs {r['torch_images_per_s']:.1f} img/s",
-            )
-            for r in rows
-        ],
+        *per_batch_ratios(rows, "onnxruntime", "torch", "onnxruntime / torch eager"),
         Figure(
             "onnxruntime images/s at its best batch",
             best["onnxruntime_images_per_s"],

@@ -13,7 +13,7 @@ then, per precision and batch size, the backend's images/s twice: by GPU compute
 events around a batch already on the GPU: what trtexec's GPU Compute Time times) and by wall
 time of a batch from host memory to features back in host memory (what the perf stage times).
 Each figure is time-bounded and repeated three times, and judged for stability
-(pcb.stability); with MLPerf LoadGen installed, LoadGen's Offline and SingleStream runs are
+(pcb.measure.stability); with MLPerf LoadGen installed, LoadGen's Offline and SingleStream runs are
 added at bf16. The record lands in `<out>/<date>-<host>-<device>.json` with the host's GPU,
 driver, CUDA, cuDNN and library versions. A deadline (default 540 s) keeps the whole run
 under 10 minutes: batch sizes not reached are listed as skipped.
@@ -166,7 +166,7 @@ def repeated_rate(
 ) -> dict[str, Any]:
     """Images/s of `repeats` time-bounded runs (each: batch x calls / summed time), their
     spread, and the load average around them."""
-    from ..stability import repeat
+    from ..measure.stability import repeat
 
     def one() -> tuple[float, dict[str, float]]:
         times = time_bounded(call, seconds)
@@ -279,8 +279,8 @@ def loadgen_bf16(engine: Any, batch_sizes: Sequence[int], workdir: Path) -> dict
         import mlperf_loadgen  # noqa: F401
     except ImportError:
         return {"skipped": "mlperf_loadgen is not installed (`pip install mlcommons-loadgen`)"}
-    from ..loadgen_harness import LoadGenRules
-    from ..perf_loadgen import MeasureSettings, describe, sweep
+    from ..measure.loadgen_harness import LoadGenRules
+    from ..measure.perf_loadgen import MeasureSettings, describe, sweep
 
     rng = np.random.default_rng(1)
     pool = rng.standard_normal((64, *INPUT_SHAPE), dtype=np.float32)
@@ -310,7 +310,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         import torch
     except ImportError:
         raise PcbError("this script needs PyTorch: install a CUDA build from pytorch.org") from None
-    from ..backends.torch_backend import TorchBackend
+    from ..torch_backend import TorchBackend
 
     started = time.perf_counter()
     deadline = started + args.deadline

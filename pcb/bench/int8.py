@@ -28,6 +28,7 @@ from .common import (
     Figure,
     cpu_flags,
     interleaved_rates,
+    per_batch_ratios,
     ratio_figure,
 )
 from .workspace import DemoRun
@@ -155,15 +156,7 @@ def bench_int8(config: BenchConfig, run: DemoRun, workdir: Path | None = None) -
     result = BenchResult("int8")
     result.figures = [
         Figure("quantisation (calibrate + write)", quantize_s, "s"),
-        *[
-            Figure(
-                f"bs{r['batch_size']}: int8 / fp32",
-                r["int8_images_per_s"] / r["fp32_images_per_s"],
-                "x",
-                note=f"{r['int8_images_per_s']:.1f} vs {r['fp32_images_per_s']:.1f} img/s",
-            )
-            for r in rows
-        ],
+        *per_batch_ratios(rows, "int8", "fp32"),
         ratio_figure(
             "int8 best / fp32 best images/s",
             best_int8["int8_images_per_s"] / best_fp32,

@@ -1,7 +1,7 @@
 """LoadGen as the perf harness: validity, stability and its overhead, on the demo model.
 
 The onnxruntime fp32 backend is measured by the LoadGen sweep the perf stage uses
-(pcb.perf_loadgen: Offline repeats at every batch size, SingleStream at batch 1), and, side
+(pcb.measure.perf_loadgen: Offline repeats at every batch size, SingleStream at batch 1), and, side
 by side at the same batch sizes, by the bench's own interleaved timer (the rate of its
 fastest round). LoadGen's Offline rate over that timer's says what the harness costs: a SUT
 that runs each query in LoadGen's thread should lose almost nothing.
@@ -22,8 +22,8 @@ TARGET_OVERHEAD_RATIO = 0.9
 
 
 def bench_loadgen(config: BenchConfig, run: DemoRun, workdir: Path | None = None) -> BenchResult:
-    from ..loadgen_harness import LoadGenRules
-    from ..perf_loadgen import MeasureSettings, input_pool, sweep
+    from ..measure.loadgen_harness import LoadGenRules
+    from ..measure.perf_loadgen import MeasureSettings, input_pool, sweep
 
     threads = resolve_threads(config.threads)
     engine = create_backend("onnxruntime")

@@ -29,18 +29,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def demo_settings() -> Any:
     """invoke.yaml's `pcb` settings as `invoke full --demo --local` sees them."""
-    from ..orchestration.settings import Settings, settings_from_config
+    from ..orchestration.settings import Settings, project_config, settings_from_config
 
-    config: dict[str, Any] = {}
     try:
-        from invoke.vendor import yaml  # invoke's own YAML reader: no extra dependency
-
-        loaded = yaml.safe_load((REPO_ROOT / "invoke.yaml").read_text(encoding="utf-8"))
-        config = dict((loaded or {}).get("pcb", {}))
-    except (ImportError, OSError):
-        config = {}  # no invoke or no invoke.yaml: the Settings defaults are the same values
-    try:
-        return settings_from_config(config, demo=True, executor="local", quiet=True)
+        return settings_from_config(
+            project_config(REPO_ROOT), demo=True, executor="local", quiet=True
+        )
     except PcbError:
         return Settings(executor="local", quiet=True).for_demo()
 

@@ -198,6 +198,21 @@ def run_bench(
     return payload
 
 
+def task_argv(
+    quick: bool,
+    only: str | None,
+    threads: int | str,
+    out: str | Path,
+    compare: str | Path | None = None,
+) -> list[str]:
+    """`invoke bench`'s options as main's command line."""
+    argv = ["--threads", str(threads), "--out", str(out)]
+    argv += ["--quick"] if quick else []
+    argv += ["--only", only] if only else []
+    argv += ["--compare", str(compare)] if compare else []
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 

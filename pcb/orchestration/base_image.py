@@ -133,7 +133,7 @@ def ensure_base_image(
     folder) and removed afterwards; debootstrap's package cache is kept in `cache_dir`, so a
     second base with the same packages downloads nothing.
     """
-    from .docker_executor import connect
+    from .engine import connect
 
     client = client or connect()
     from docker.errors import ImageNotFound

@@ -17,16 +17,18 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import PcbError
 from . import limits
+from .engine import connect
+from .executors import Executor, LocalExecutor, Preview
 from .images import PROJECT_ROOT, image_def, sources_digest
 from .lifecycle import SignalGuard, Signalled, StageSignalled, remove_orphans
 from .owner import owner_labels
+from .settings import Settings
 from .spec import (
     IMAGE_ID_ENV,
     ContainerSpec,
@@ -35,45 +37,8 @@ from .spec import (
     npu_host,
     npu_missing_message,
 )
-from .stage import StageCall, run_local
+from .stage import StageCall
 from .users import hand_over
-
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
-START_ENGINE_HINT = (
-    "Start it: `sudo systemctl start docker` (or, as root on a machine without systemd, "
-    "`bash scripts/setup-docker`, which installs and starts it); if it runs but you may not use "
-    "it, add yourself to the docker group (`sudo usermod -aG docker $USER`, then log in "
-    "again). Or run the stage on this host with --local."
-)
-
-
-def connect(timeout: int = 60) -> Any:
-    """A docker.DockerClient for the engine named by the environment (DOCKER_HOST or the
-    default socket), checked with a ping; PcbError with the fix when it does not answer."""
-    try:
-        from docker.errors import DockerException
-
-        import docker
-    except ImportError:
-        raise PcbError(
-            "the Docker SDK for Python is not installed: `pip install -e .[orchestrate]` "
-            "(or `pip install docker`)"
-        ) from None
-    where = os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except DockerException as error:
-        raise PcbError(
-            f"cannot reach the Docker engine at {where}: {_short(error)}. {START_ENGINE_HINT}"
-        ) from None
-    return client
-
-
-def _short(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= 300 else text[:297] + "..."
-
 
 # ---- pre-flight ------------------------------------------------------------------------------
 
@@ -367,43 +332,61 @@ def prepare_folders(call: StageCall, spec: ContainerSpec) -> None:
     hand_over(writable, uid, gid)
 
 
-def run_stage(call: StageCall, executor: str = "docker", **kwargs: Any) -> None:
-    """Run a call with the chosen executor: "docker" (run_in_container) or "local"."""
-    if executor == "local":
-        run_local(call)
-    elif executor == "docker":
-        run_in_container(call, **kwargs)
-    else:
-        raise PcbError(f"unknown executor {executor!r}: expected docker or local")
+class DockerExecutor:
+    """Each stage in its container on the Docker engine (connected when the first one runs)."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        data_dir: Path | str = "data",
+        results_dir: Path | str = "results",
+        memory_limit: object = limits.AUTO,
+        host_root: Path = Path("/"),
+        client: Any = None,
+    ) -> None:
+        self.data_dir, self.results_dir = data_dir, results_dir
+        self.memory_limit, self.host_root = memory_limit, host_root
+        self._client = client
+
+    @classmethod
+    def for_settings(cls, settings: Settings, host_root: Path = Path("/")) -> DockerExecutor:
+        return cls(settings.data_dir, settings.results_dir, settings.memory_limit, host_root)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    def preview(self, call: StageCall) -> Preview:
+        """Its `docker run` line; the Ascend host files are not required (a dry run shows
+        what it would map)."""
+        spec = container_spec(
+            call,
+            data_dir=self.data_dir,
+            results_dir=self.results_dir,
+            host_root=self.host_root,
+            require_npu=False,
+            memory_limit=self.memory_limit,
+        )
+        return Preview(f"pcb-{call.image}", spec.to_docker_run(), spec.command, spec.environment)
+
+    def run(self, call: StageCall) -> None:
+        print(f"==> {call.stage} [pcb-{call.image}]: {' '.join(call.argv())}", flush=True)
+        run_in_container(
+            call,
+            data_dir=self.data_dir,
+            results_dir=self.results_dir,
+            client=self.client,
+            host_root=self.host_root,
+            memory_limit=self.memory_limit,
+        )
 
 
-def run_stages(calls: Iterable[StageCall], executor: str = "docker", **kwargs: Any) -> None:
-    """Run calls in order, one client for all; the first failure stops the rest."""
-    if executor == "docker":
-        kwargs.setdefault("client", connect())
-    for call in calls:
-        run_stage(call, executor, **kwargs)
-
-
-def image_of(client: Any, family: str) -> dict[str, str]:
-    """The labels of pcb-<family>:latest (revision, lock hash, content tag)."""
-    image = check_image(client, image_def(family).latest, family)
-    return {k: v for k, v in (image.labels or {}).items() if k.startswith(("pcb.", "org."))}
-
-
-__all__ = [
-    "STOP_GRACE_S",
-    "StageSignalled",
-    "check_image",
-    "connect",
-    "container_spec",
-    "docker_run_command",
-    "gpu_runtime_available",
-    "image_of",
-    "preflight",
-    "prepare_folders",
-    "run_in_container",
-    "run_spec",
-    "run_stage",
-    "run_stages",
-]
+def executor_for(settings: Settings, host_root: Path = Path("/")) -> Executor:
+    """The settings' executor: docker (each stage in its container) or local. `host_root`:
+    where the Ascend host files are looked for (a test's fake host)."""
+    if settings.executor == "local":
+        return LocalExecutor()
+    return DockerExecutor.for_settings(settings, host_root)

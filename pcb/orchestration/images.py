@@ -2,8 +2,10 @@
 
 An image is named `pcb-<name>:<content tag>` (and `pcb-<name>:latest`), where the content tag
 hashes everything that decides what the image holds: the build context (Dockerfile, lock,
-entrypoint, pcb sources, pyproject.toml, README.md) and the base image (its local image id, or
-its reference where it is not on this machine). An image whose tag exists is not built again.
+entrypoint, the pcb package without its host-only parts, pyproject.toml) and the base image
+(its local image id, or its reference where it is not on this machine). An image whose tag
+exists is not built again. What stays on the host (the orchestration, the benchmarks,
+tasks.py, the README) is not in any context, so editing it rebuilds no image.
 
 Builds go through the Docker SDK's classic builder (no BuildKit: no `RUN --mount`, no secrets),
 from a build context assembled here; a CA bundle for pip rides in the context's `build-ca/`
@@ -38,11 +40,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCK_PLATFORM = "x86_64-manylinux_2_28"
 LATEST = "latest"
 FIND_LINKS_PORT = 38611
-# Labels every image carries (besides the OCI title/description/revision).
+# The label every image carries with its name (docker/*/Dockerfile): what `invoke clean` tells
+# pcb's untagged old builds by.
 LABEL_IMAGE = "pcb.image"
-LABEL_LOCK = "pcb.lock.sha256"
-LABEL_CONTENT = "pcb.content-tag"
-LABEL_REVISION = "org.opencontainers.image.revision"
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,6 @@ class ImageDef:
     default_base: str
     python: str  # the Python of the base, which the lock targets
     summary: str
-    stages: tuple[str, ...]
     offline_base: bool = False  # can build FROM the debootstrap'd pcb-base image
     lock_find_links: tuple[str, ...] = ()  # extra find-links the lock was resolved with
     # Bases with other Pythons (the CANN images): one lock per Python, requirements-py311.lock;
@@ -110,7 +109,6 @@ IMAGES: dict[str, ImageDef] = {
             PYTHON_SLIM,
             "3.11",
             "torch (CPU build, pinned) + onnx + onnxruntime: checkpoint -> ONNX, demo checkpoint",
-            ("export", "demo-data"),
             offline_base=True,
             lock_find_links=(TORCH_CPU_FIND_LINKS,),
         ),
@@ -119,7 +117,6 @@ IMAGES: dict[str, ImageDef] = {
             PYTHON_SLIM,
             "3.11",
             "numpy, pillow, onnxruntime, scikit-learn, matplotlib: CPU stages",
-            ("demo-data", "preprocess", "infer", "evaluate", "perf", "report"),
             offline_base=True,
         ),
         ImageDef(
@@ -127,7 +124,6 @@ IMAGES: dict[str, ImageDef] = {
             CANN_BASE,
             DEFAULT_CANN_IMAGE.python,
             "CANN toolkit (atc, aoe) + ais_bench/aclruntime: Ascend convert, infer, perf",
-            ("convert", "infer", "perf"),
             pythons=("3.10", "3.11", "3.12"),
         ),
         ImageDef(
@@ -135,7 +131,6 @@ IMAGES: dict[str, ImageDef] = {
             TENSORRT_BASE,
             default_image().python,
             "TensorRT (trtexec, Python bindings): GPU perf, int8 calibration, GPU inference",
-            ("trt-calibrate", "trt-perf", "trt-infer"),
         ),
     )
 }
@@ -209,17 +204,22 @@ def file_sha256(path: Path) -> str:
 
 
 README_STUB = b"# pcb\n\nPCB re-ID: see the project repository.\n"
+# The parts of pcb that only the host runs (tests/test_layers.py: nothing below them imports
+# them); no image gets them.
+HOST_ONLY = ("pcb/orchestration/", "pcb/bench/")
 
 
 def _source_entries(root: Path) -> dict[str, tuple[bytes, int]]:
-    """pcb sources + packaging files: {path in the context: (bytes, mode)}."""
-    entries = {"pyproject.toml": _entry(root / "pyproject.toml")}
-    readme = root / "README.md"
-    # pyproject.toml names README.md as the long description: a stub stands in for a missing one.
-    entries["README.md"] = _entry(readme) if readme.is_file() else (README_STUB, 0o644)
+    """The pcb package an image installs, and its packaging: {path in the context: (bytes,
+    mode)}. pyproject.toml names README.md as the long description: a stub stands in for the
+    project's, so that editing the documentation rebuilds no image."""
+    entries = {"pyproject.toml": _entry(root / "pyproject.toml"), "README.md": (README_STUB, 0o644)}
     for path in sorted((root / "pcb").rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            entries[path.relative_to(root).as_posix()] = _entry(path)
+        name = path.relative_to(root).as_posix()
+        if name.startswith(HOST_ONLY) or "__pycache__" in path.parts or path.suffix == ".pyc":
+            continue
+        if path.is_file():
+            entries[name] = _entry(path)
     return entries
 
 
@@ -233,8 +233,9 @@ def context_entries(name: str, root: Path = PROJECT_ROOT) -> dict[str, tuple[byt
     """Every file of the build context but the CA bundle: {path in the context: (bytes, mode)}.
 
     docker/<name>/ (Dockerfile, lock, entrypoint, ...), docker/build-tools.lock, pyproject.toml,
-    README.md and pcb/**. (docker/cann/wheels/ always holds at least its .gitignore, so that
-    the Dockerfile's COPY of the folder works when no wheel was put there.)
+    a stub README.md and pcb/** but its HOST_ONLY folders. (docker/cann/wheels/ always holds
+    at least its .gitignore, so that the Dockerfile's COPY of the folder works when no wheel
+    was put there.)
     """
     image_def(name)
     folder = root / "docker" / name
@@ -513,7 +514,7 @@ def build_image(
     """
     from docker.errors import ImageNotFound
 
-    from .docker_executor import connect
+    from .engine import connect
 
     client = client or connect()
     image = image_def(name)
@@ -660,7 +661,7 @@ def build_images(
     find-links location (export: torch); `find_links` goes to every image. `base_image`
     applies to the images that accept the offline base (export, runtime). `extra_build_args`:
     {image name: {build argument: value}}, e.g. {"cann": {"AIS_BENCH_FIND_LINKS": url}}."""
-    from .docker_executor import connect
+    from .engine import connect
 
     client = client or connect()
     results = []
@@ -688,36 +689,6 @@ def build_images(
                 )
             )
     return results
-
-
-def remove_stale_images(client: Any, names: Sequence[str] = tuple(IMAGES)) -> list[str]:
-    """Untag every pcb-<name>:<content tag> other than the one `latest` points at (each build
-    for new sources leaves the previous one); the layers they share stay. Returns the removed
-    references."""
-    from docker.errors import APIError, ImageNotFound
-
-    removed = []
-    for name in names:
-        image = image_def(name)
-        try:
-            current = client.images.get(image.latest).id
-        except ImageNotFound:
-            continue
-        for candidate in client.images.list(name=image.repository):
-            if candidate.id == current:
-                continue
-            for reference in candidate.tags:
-                try:
-                    client.images.remove(reference, noprune=False)
-                    removed.append(reference)
-                except APIError:  # in use by a container: leave it
-                    pass
-    return removed
-
-
-def image_labels(client: Any, reference: str) -> dict[str, str]:
-    image = client.images.get(reference)
-    return dict(image.labels or {})
 
 
 def describe(result: BuildResult) -> str:

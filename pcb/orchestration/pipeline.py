@@ -1,214 +1,168 @@
-"""The pipeline's stages as StageCalls, in order, from Settings."""
+"""The order of the stages: `invoke full` (CPU, with --chip the Ascend stages, with --int8 the
+CPU INT8 platform, with --trt the TensorRT stages), `invoke trt`, `invoke import-results`.
+Every call comes from argv.py; this module only decides which, and in what order."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .settings import DEMO_DIR, Settings
+from ..constants import REFERENCE_BACKEND
+from .argv import (
+    INT8_BACKEND,
+    NPU_BACKEND,
+    convert_call,
+    demo_data_call,
+    evaluate_call,
+    export_call,
+    import_chip,
+    import_results_call,
+    infer_call,
+    npu_backend,
+    parity_call,
+    perf_call,
+    preprocess_call,
+    quantize_call,
+    report_call,
+    require_chip,
+    trt_backend,
+    trt_calibrate_call,
+    trt_infer_call,
+    trt_perf_call,
+)
+from .settings import Settings
 from .stage import StageCall
-
-if TYPE_CHECKING:
-    from ..tensorrt.plan import TrtPlan
 
 STAGES = ("demo-data", "export", "preprocess", "infer", "evaluate", "perf", "report")
 
 
-def _join(values: tuple[int, ...]) -> str:
-    return ",".join(str(v) for v in values)
+def _head(settings: Settings) -> list[StageCall]:
+    """[demo-data,] export, preprocess."""
+    demo = [demo_data_call(settings)] if settings.demo else []
+    return [*demo, export_call(settings), preprocess_call(settings)]
 
 
-def _quiet(settings: Settings) -> tuple[str, ...]:
-    return ("--quiet",) if settings.quiet else ()
-
-
-def stage_call(stage: str, settings: Settings) -> StageCall:
-    run = settings.run_dir
-    if stage == "demo-data":
-        # The export image: writing the demo checkpoint needs torch.
-        return StageCall(
-            stage,
-            "export",
-            (
-                "--out",
-                DEMO_DIR,
-                "--seed",
-                str(settings.demo_seed),
-                "--identities",
-                str(settings.demo_identities),
-            ),
-            writes_data=True,
-        )
-    if stage == "export":
-        args: tuple = ("--checkpoint", settings.checkpoint, "--run", run)
-        if settings.static_batch_sizes:
-            args += ("--static-batch-sizes", _join(settings.static_batch_sizes))
-        return StageCall(stage, "export", args)
-    if stage == "preprocess":
-        return StageCall(
-            stage,
-            "runtime",
-            (
-                "--dataset",
-                settings.dataset,
-                "--run",
-                run,
-                "--workers",
-                str(settings.workers),
-                *_quiet(settings),
-            ),
-        )
-    if stage == "infer":
-        return StageCall(
-            stage,
-            "runtime",
-            (
-                "--run",
-                run,
-                "--backend",
-                settings.backend,
-                "--batch-size",
-                str(settings.infer_batch_size),
-                "--threads",
-                str(settings.threads),
-                *_quiet(settings),
-            ),
-        )
-    if stage == "evaluate":
-        return StageCall(
-            stage,
-            "runtime",
-            ("--dataset", settings.dataset, "--run", run, "--backend", settings.backend),
-        )
-    if stage == "perf":
-        return StageCall(
-            stage,
-            "runtime",
-            (
-                "--run",
-                run,
-                "--backend",
-                settings.backend,
-                "--batch-sizes",
-                _join(settings.batch_sizes),
-                "--warmup",
-                str(settings.perf_warmup),
-                "--iterations",
-                str(settings.perf_iterations),
-                "--threads",
-                str(settings.threads),
-                *_quiet(settings),
-            ),
-        )
-    if stage == "report":
-        return report_call(settings)
-    from .ascend_stages import ASCEND_STAGES, ascend_stage_call
-
-    if stage in ASCEND_STAGES[:2]:  # convert, parity; import-results needs its folder
-        return ascend_stage_call(stage, settings)
-    raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-
-
-def report_call(
-    settings: Settings,
-    runs: tuple[str, ...] = (),
-    out: str | None = None,
-    show: str | None = None,
-    ratios: str | None = None,
-    force: bool = False,
-    plots: bool = True,
-) -> StageCall:
-    """The report over one or more runs: names under results/ or folder paths."""
-    folders = [_run_folder(settings, run) for run in runs] or [settings.run_dir]
-    args: list = []
-    for folder in folders:
-        args += ["--run", folder]
-    if out is None and len(folders) > 1:
-        # Given explicitly so that it lands under results/, which the container mounts.
-        out = str(settings.results_dir / "comparison")
-    if out is not None:
-        args += ["--out", Path(out)]
-    if show:
-        args += ["--show", show]
-    if ratios:
-        args += ["--ratios", ratios]
-    if force:
-        args.append("--force")
-    if not plots:
-        args.append("--no-plots")
-    return StageCall("report", "runtime", tuple(args))
-
-
-def _run_folder(settings: Settings, run: str) -> Path:
-    path = Path(run)
-    return path if len(path.parts) > 1 or path.is_absolute() else settings.results_dir / run
-
-
-def int8_calls(settings: Settings) -> list[StageCall]:
-    """The CPU INT8 platform beside fp32: quantize (in the export image, which has onnx), then
-    infer, evaluate, parity against the fp32 features, and perf at int8."""
-    from .ascend_stages import parity_call
-
-    run, quiet = settings.run_dir, _quiet(settings)
-    int8 = ("--precision", "int8")
-    infer, perf = stage_call("infer", settings), stage_call("perf", settings)
+def cpu_pipeline(settings: Settings) -> list[StageCall]:
+    """[demo-data,] export, preprocess, infer, evaluate, perf, report."""
     return [
-        StageCall("quantize", "export", ("--run", run, *quiet)),
-        StageCall("infer", "runtime", (*infer.args, *int8)),
-        StageCall(
-            "evaluate",
-            "runtime",
-            ("--dataset", settings.dataset, "--run", run, "--backend", INT8_BACKEND),
-        ),
-        parity_call(settings, INT8_BACKEND),
-        StageCall("perf", "runtime", (*perf.args, *int8)),
+        *_head(settings),
+        infer_call(settings),
+        evaluate_call(settings),
+        perf_call(settings),
+        report_call(settings),
     ]
 
 
-INT8_BACKEND = "onnxruntime-int8"
+def ascend_pipeline(settings: Settings) -> list[StageCall]:
+    """`invoke full --chip ...`: [demo-data,] export, preprocess, convert; per model variant
+    (plain, then AOE-tuned) ais_bench inference and its evaluation; the onnxruntime reference
+    inference and evaluation; parity of each variant against it; ais_bench throughput per
+    variant; the report. The NPU inference comes before the CPU one so that a problem with the
+    NPU shows in minutes, not after a CPU pass over the whole dataset."""
+    require_chip(settings)
+    variants = [False, True] if settings.aoe else [False]
+    calls = [*_head(settings), convert_call(settings)]
+    for aoe in variants:
+        calls += [
+            infer_call(settings, NPU_BACKEND, aoe),
+            evaluate_call(settings, npu_backend(settings, aoe)),
+        ]
+    calls += [
+        infer_call(settings, REFERENCE_BACKEND),
+        evaluate_call(settings, REFERENCE_BACKEND),
+    ]
+    calls += [parity_call(settings, npu_backend(settings, aoe)) for aoe in variants]
+    calls += [perf_call(settings, NPU_BACKEND, aoe) for aoe in variants]
+    calls.append(report_call(settings))
+    return calls
+
+
+def int8_calls(settings: Settings) -> list[StageCall]:
+    """The CPU INT8 platform beside fp32: quantize, then infer, evaluate, parity against the
+    fp32 features, and perf at int8."""
+    return [
+        quantize_call(settings),
+        infer_call(settings, int8=True),
+        evaluate_call(settings, INT8_BACKEND),
+        parity_call(settings, INT8_BACKEND),
+        perf_call(settings, int8=True),
+    ]
+
+
+def trt_calls(settings: Settings, accuracy: bool = True, parity: bool = True) -> list[StageCall]:
+    """The TensorRT stages (docs/tensorrt.md): [trt-calibrate (int8),] trt-perf; with
+    `accuracy` trt-infer and its evaluation, and with `parity` the comparison of its features
+    with onnxruntime's (whose evaluation must exist by then)."""
+    calls = [trt_calibrate_call(settings)] if settings.trt_precision == "int8" else []
+    calls.append(trt_perf_call(settings))
+    if accuracy:
+        calls += [trt_infer_call(settings), evaluate_call(settings, trt_backend(settings))]
+        if parity:
+            calls.append(parity_call(settings, trt_backend(settings)))
+    return calls
+
+
+def insert_trt(calls: Sequence[StageCall], trt: Sequence[StageCall]) -> list[StageCall]:
+    """A pipeline with the TensorRT calls in it: the GPU stages and their evaluation right after
+    preprocess (a GPU problem shows before hours of CPU work), parity just before the report
+    (after onnxruntime's reference evaluation), the report last."""
+    calls, head, tail = list(calls), [], []
+    for call in trt:
+        (tail if call.stage == "parity" else head).append(call)
+    stages = [call.stage for call in calls]
+    after = stages.index("preprocess") + 1 if "preprocess" in stages else 0
+    merged = [*calls[:after], *head, *calls[after:]]
+    stages = [call.stage for call in merged]
+    at = len(merged) - stages[::-1].index("report") - 1 if "report" in stages else len(merged)
+    return [*merged[:at], *tail, *merged[at:]]
 
 
 def full_pipeline(settings: Settings) -> list[StageCall]:
     """Every stage `invoke full` runs; demo-data only for a demo run; with a chip, the Ascend
-    stages too (ascend_stages.ascend_pipeline); with trt, the TensorRT stages too (the GPU
-    stages right after preprocess, parity against onnxruntime before the report)."""
-    if settings.chip:
-        from .ascend_stages import ascend_pipeline
-
-        calls = ascend_pipeline(settings)
-    else:
-        stages = STAGES if settings.demo else STAGES[1:]
-        calls = [stage_call(stage, settings) for stage in stages]
+    stages too (ascend_pipeline); with int8, the CPU INT8 platform before the report; with trt,
+    the TensorRT stages too (the GPU stages right after preprocess, parity against
+    onnxruntime before the report)."""
+    calls = ascend_pipeline(settings) if settings.chip else cpu_pipeline(settings)
     if settings.int8:
         # Before the report, which then shows the int8 column beside fp32.
         calls = [*calls[:-1], *int8_calls(settings), calls[-1]]
     if settings.trt:
-        from ..tensorrt.plan import insert_trt
-
-        calls = insert_trt(calls, trt_pipeline(settings))
+        calls = insert_trt(calls, trt_calls(settings))
     return calls
 
 
-def trt_plan(settings: Settings, parity: bool = True) -> TrtPlan:
-    """The TensorRT stages of the run (docs/tensorrt.md): [trt-calibrate,] trt-perf, trt-infer,
-    evaluate, [parity against onnxruntime]."""
-    from ..tensorrt.plan import TrtPlan
-
-    return TrtPlan(
-        run=settings.run_dir,
-        dataset=settings.dataset,
-        precision=settings.trt_precision,
-        batch_sizes=settings.trt_batch_sizes or settings.batch_sizes,
-        infer_batch_size=settings.infer_batch_size,
-        gpus=settings.gpus,
-        executor=settings.executor,
-        calib_images=settings.trt_calib_images,
-        parity=parity,
-        parity_threshold=settings.parity_threshold,
-        quiet=settings.quiet,
-        trt_image=settings.trt_image,
-    )
+def reference_ready(run: Path) -> bool:
+    """onnxruntime's evaluation of this run exists, so parity has something to compare with."""
+    return (Path(run) / "eval" / f"{REFERENCE_BACKEND}.json").is_file()
 
 
-def trt_pipeline(settings: Settings, parity: bool = True) -> list[StageCall]:
-    return trt_plan(settings, parity).calls()
+def trt_pipeline(settings: Settings, accuracy: bool = True) -> list[StageCall]:
+    """`invoke trt`: the TensorRT stages of an exported, preprocessed run, parity when the run
+    has onnxruntime's evaluation, then the report."""
+    parity = reference_ready(settings.run_dir)
+    return [*trt_calls(settings, accuracy, parity), report_call(settings)]
+
+
+def import_pipeline(
+    settings: Settings,
+    source: Path,
+    batch_size: int | None = None,
+    chips_per_card: int | None = None,
+    evaluate: bool = True,
+) -> list[StageCall]:
+    """`invoke import-results`: the import; then, with `evaluate`, the evaluation of the
+    imported dumps (when the source has dump folders), their parity with onnxruntime (when the
+    run has its evaluation) and the report."""
+    from ..ascend.chips import backend_key
+    from ..ascend.import_results import has_dump_folders
+
+    calls = [import_results_call(settings, source, batch_size, chips_per_card)]
+    if not evaluate:
+        return calls
+    key = backend_key(import_chip(settings), "benchmark")
+    if has_dump_folders(Path(source)):
+        calls.append(evaluate_call(settings, key))
+        if reference_ready(settings.run_dir):
+            calls.append(parity_call(settings, key))
+    calls.append(report_call(settings))
+    return calls

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..constants import DEFAULT_BATCH_SIZES
 from ..errors import PcbError
@@ -105,24 +105,28 @@ def _as_int(key: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _chip(key: str, value: Any) -> str:
+def _checked(parse: Callable[[Any], Any]) -> Callable[[str, Any], Any]:
+    """A setting read by `parse`, whose PcbError is said as invoke.yaml's key and value."""
+
+    def read(key: str, value: Any) -> Any:
+        try:
+            return parse(value)
+        except PcbError as error:
+            raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+
+    return read
+
+
+def _chip(value: Any) -> str:
     from ..ascend.chips import normalize_chip
 
-    if value is None or str(value).strip() == "":
-        return ""
-    try:
-        return normalize_chip(str(value))
-    except PcbError as error:
-        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+    return "" if value is None or str(value).strip() == "" else normalize_chip(str(value))
 
 
-def _devices(key: str, value: Any) -> tuple[int, ...]:
+def _devices(value: Any) -> tuple[int, ...]:
     from ..ascend.chips import parse_devices
 
-    try:
-        return parse_devices(value)
-    except PcbError as error:
-        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+    return parse_devices(value)
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -151,63 +155,49 @@ def _cann_python(key: str, value: Any) -> str:
     return text
 
 
-_ASCEND = {
-    "chip": _chip,
-    "cann_python": _cann_python,
-    "cann_version": lambda key, value: str(value).strip(),
-    "cann_image": lambda key, value: str(value or "").strip(),
-    "devices": _devices,
-    "aoe": _bool,
-    "dynamic": _bool,
-    "parity_threshold": _fraction,
-}
-
-
-def _trt_precision(key: str, value: Any) -> str:
+def _trt_precision(value: Any) -> str:
     from ..tensorrt.trtexec import validate_precision
 
-    try:
-        return validate_precision(str(value))
-    except PcbError as error:
-        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+    return validate_precision(str(value))
 
 
-def _gpus(key: str, value: Any) -> str:
-    from ..tensorrt.plan import parse_gpus
+def _gpus(value: Any) -> str:
+    from .gpus import parse_gpus
 
-    try:
-        selection = parse_gpus(value)
-    except PcbError as error:
-        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+    selection = parse_gpus(value)
     return "all" if selection == -1 else ",".join(selection)
 
 
-def _trt_image(key: str, value: Any) -> str:
+def _trt_image(value: Any) -> str:
     from ..tensorrt.image_matrix import tensorrt_image
 
-    try:
-        return tensorrt_image(str(value)).key
-    except PcbError as error:
-        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+    return tensorrt_image(str(value)).key
 
 
-_TRT = {
-    "int8": _bool,
-    "trt": _bool,
-    "trt_precision": _trt_precision,
-    "gpus": _gpus,
-    "trt_image": _trt_image,
-}
-
-
-def _memory_limit(key: str, value: Any) -> str:
+def _memory_limit(value: Any) -> str:
     from .limits import parse_memory_limit
 
-    try:
-        parse_memory_limit(value, total=1 << 40)  # the host's size does not matter here
-    except PcbError as error:
-        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: {error}") from None
+    parse_memory_limit(value, total=1 << 40)  # the host's size does not matter here
     return str(value).strip().lower()
+
+
+# Settings with a reader of their own: key -> read(key, value).
+_READERS: dict[str, Callable[[str, Any], Any]] = {
+    "chip": _checked(_chip),
+    "cann_python": _cann_python,
+    "cann_version": lambda key, value: str(value).strip(),
+    "cann_image": lambda key, value: str(value or "").strip(),
+    "devices": _checked(_devices),
+    "aoe": _bool,
+    "dynamic": _bool,
+    "parity_threshold": _fraction,
+    "int8": _bool,
+    "trt": _bool,
+    "trt_precision": _checked(_trt_precision),
+    "gpus": _checked(_gpus),
+    "trt_image": _checked(_trt_image),
+    "memory_limit": _checked(_memory_limit),
+}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -224,12 +214,8 @@ def _coerce(key: str, value: Any) -> Any:
         return _as_int(key, value, 1)
     if key in _NON_NEGATIVE:
         return _as_int(key, value, 0)
-    if key in _ASCEND:
-        return _ASCEND[key](key, value)
-    if key in _TRT:
-        return _TRT[key](key, value)
-    if key == "memory_limit":
-        return _memory_limit(key, value)
+    if key in _READERS:
+        return _READERS[key](key, value)
     if key == "executor" and value not in EXECUTORS:
         raise PcbError(f"invoke.yaml: pcb.executor = {value!r}: expected one of {EXECUTORS}")
     return value
@@ -250,3 +236,15 @@ def settings_from_config(config: Mapping[str, Any], **overrides: Any) -> Setting
     if settings.aoe and settings.dynamic:
         raise PcbError("pcb.aoe and pcb.dynamic: AOE tunes static models only; choose one")
     return settings.for_demo() if settings.demo else settings
+
+
+def project_config(root: Path) -> dict[str, Any]:
+    """The `pcb` section of `root`/invoke.yaml as Invoke reads it; {} without the file or
+    Invoke (the Settings defaults are the same values)."""
+    try:
+        from invoke.vendor import yaml  # invoke's own YAML reader: no extra dependency
+
+        loaded = yaml.safe_load((Path(root) / "invoke.yaml").read_text(encoding="utf-8"))
+    except (ImportError, OSError):
+        return {}
+    return dict((loaded or {}).get("pcb", {}))

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..constants import INPUT_NAME, INPUT_SHAPE, SPLITS
 from ..errors import PcbError
-from ..fileio import atomic_write_bytes, atomic_write_json, file_md5, read_json
+from ..fileio import atomic_write_bytes, atomic_write_json, file_md5, read_record
 from ..infer import load_bin, read_stems, require_model
 from ..layout import RunLayout
 from ..provenance import stamp
@@ -94,15 +94,10 @@ class CalibrationSpec:
 
 
 def is_current(layout: RunLayout, spec: CalibrationSpec) -> bool:
-    cache, record = calibration_cache_path(layout), calibration_record_path(layout)
-    if not cache.is_file() or not record.is_file():
-        return False
-    try:
-        payload = read_json(record)
-    except (OSError, ValueError):
-        return False
+    cache = calibration_cache_path(layout)
+    payload = read_record(calibration_record_path(layout)) if cache.is_file() else {}
     return (
-        isinstance(payload, dict)
+        bool(payload)
         and payload.get("spec") == asdict(spec)
         and payload.get("cache_md5") == file_md5(cache)
     )
@@ -156,8 +151,8 @@ def build_calibration_cache(
     quiet: bool = False,
 ) -> Path:
     """Write (or keep, when current) `<run>/engines/tensorrt/int8/calibration.cache`."""
-    from .cudart import CudaRuntime
-    from .trt_backend import import_tensorrt
+    from ..backends.cudart import CudaRuntime
+    from ..backends.tensorrt_backend import import_tensorrt
 
     stems = {split: read_stems(layout.info_path(split)) for split in SPLITS}
     picks = usable(pick_images(stems, images), batch_size)

@@ -26,22 +26,14 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from ..backends.base import Backend
+from ..backends import Backend, create_backend
 from ..constants import DEFAULT_BATCH_SIZES, SPLITS
 from ..errors import PcbError
 from ..fileio import atomic_write_text, file_md5
-from ..infer import (
-    _previous_record,
-    infer_record_path,
-    infer_recorded,
-    pending_dumps,
-    perf_table,
-    read_stems,
-    require_model,
-)
+from ..infer import DumpSource, infer_splits, perf_table, read_stems, require_model
 from ..layout import RunLayout
 from ..perf import PerfRecord, write_perf_records
-from ..provenance import host_name, stamp, utc_now
+from ..provenance import host_name, stamp
 from .calibration import calibration_md5
 from .engine_cache import (
     UNKNOWN,
@@ -457,9 +449,7 @@ BackendFactory = Callable[[int], Backend]
 
 
 def _tensorrt_backend(device: int) -> Backend:
-    from .trt_backend import TensorRTBackend
-
-    return TensorRTBackend(device)
+    return create_backend("tensorrt", device=device)
 
 
 def run_trt_infer(
@@ -496,35 +486,18 @@ def run_trt_infer(
         print(f"{precision}: {how}: {run.engine}")
     name = dump_backend(precision)
     key = spec.key()
-    backend: Backend | None = None
-    counts: dict[str, int] = {}
-    for split, stems in stems_by_split.items():
-        record_path = infer_record_path(layout, name, split)
-        previous = _previous_record(record_path)
-        stale = (
-            previous.get("engine_key", key) != key
-            or previous.get("model_md5", onnx_md5) != onnx_md5
-        )
-        if stale:
-            # Deleted, not overwritten: an interrupted redo leaves no old dump passing for new.
-            if not quiet:
-                print(f"{split}: engine or model changed since the last run, recomputing dumps")
-            for old in layout.dumps_dir(name, split).glob("*.bin"):
-                old.unlink()
-        # Kept only while each dump has its recorded digest and its bin is unchanged.
-        pending = pending_dumps(layout, name, split, stems, onnx_md5, quiet)
-        counts[split] = len(stems)
-        if not pending and previous.get("complete") and not stale:
-            if not quiet:
-                print(f"{split}: all {len(stems)} dumps already complete")
-            continue
-        if pending and backend is None:
-            backend = backend_factory(device)
-            backend.load(run.engine, batch_size)
-        record: dict[str, Any] = {
-            "backend": name,
-            "backend_version": backend.version() if backend else tools.tensorrt_version,
-            "split": split,
+
+    def open_backend() -> Backend:
+        backend = backend_factory(device)
+        backend.load(run.engine, batch_size)
+        return backend
+
+    source = DumpSource(
+        name=name,
+        model_md5=onnx_md5,
+        identity={"engine_key": key, "model_md5": onnx_md5},
+        changed="engine or model changed since the last run, recomputing dumps",
+        fields={
             "model": str(onnx),
             "model_md5": onnx_md5,
             "engine": str(run.engine),
@@ -533,16 +506,11 @@ def run_trt_infer(
             "device": (read_record(run.engine) or {}).get("device") or tools.gpu,
             "cuda_device": device,
             "batch_size": batch_size,
-            "count": len(stems),
-            "inferred": len(pending),
-            "reused": len(stems) - len(pending),
-            "complete": False,
-            "started": utc_now(),
-            "host": host_name(),
-        }
-        infer_recorded(backend, layout, name, split, pending, batch_size, quiet, record)
-        if not quiet:
-            print(f"{split}: {len(stems)} dumps in {layout.dumps_dir(name, split)}")
+        },
+        open=open_backend,
+        version=lambda loaded: loaded.version() if loaded else tools.tensorrt_version,
+    )
+    counts = infer_splits(layout, source, stems_by_split, batch_size, quiet)
     if not quiet:
         print(f"evaluate them with: python -m pcb evaluate --run {layout.root} --backend {name}")
     return counts

@@ -7,25 +7,20 @@ tested with a stand-in that needs no GPU; the default runs the real program.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Callable
 
 from ..errors import PcbError
+from ..tool import ToolRun, run_tool
 from .engine_cache import UNKNOWN
 from .trtexec import TRTEXEC, version_probe_command
 from .trtexec_output import parse_tensorrt_version, unversioned_banner
 from .versions import TensorRTVersion, require_supported
 
-
-@dataclass(frozen=True)
-class Completed:
-    returncode: int
-    output: str  # stdout and stderr interleaved, as a terminal would show them
-
-
+# trtexec's and nvidia-smi's run, as pcb.tool gives it.
+Completed = ToolRun
 Runner = Callable[[Sequence[str]], Completed]
 
 TRTEXEC_HINT = (
@@ -35,21 +30,8 @@ TRTEXEC_HINT = (
 
 
 def run_command(argv: Sequence[str]) -> Completed:
-    """Run `argv`, capturing stdout and stderr together; a missing program is a PcbError."""
-    try:
-        result = subprocess.run(
-            list(argv),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            check=False,
-        )
-    except FileNotFoundError:
-        raise PcbError(f"{argv[0]} not found: {TRTEXEC_HINT}") from None
-    except PermissionError:
-        raise PcbError(f"{argv[0]} is not executable: check its permissions") from None
-    return Completed(result.returncode, result.stdout or "")
+    """Run `argv` quietly, its stdout and stderr together; a missing program is a PcbError."""
+    return run_tool(argv, quiet=True, hint=TRTEXEC_HINT)
 
 
 def resolve_trtexec(trtexec: str = TRTEXEC) -> str:

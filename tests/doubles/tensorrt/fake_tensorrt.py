@@ -1,5 +1,5 @@
 """A fake `tensorrt` module and CUDA runtime: the slice of the TensorRT 10 Python API that
-pcb.tensorrt.trt_backend and pcb.tensorrt.calibration call, with device memory in a dict.
+pcb.backends.tensorrt_backend and pcb.tensorrt.calibration call, with device memory in a dict.
 
 The fake engine computes each image's feature as its mean, broadcast to 2048 x 6 x 1, so a test
 can check that every image went in and came out in its place. An "engine file" is JSON:
@@ -29,7 +29,7 @@ def engine_bytes(max_batch: int, tensors=(INPUT, OUTPUT), dtype: str = "float32"
 
 
 class FakeCuda:
-    """Stands in for pcb.tensorrt.cudart.CudaRuntime."""
+    """Stands in for pcb.backends.cudart.CudaRuntime."""
 
     def __init__(self) -> None:
         self.device = None

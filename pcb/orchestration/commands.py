@@ -1,0 +1,197 @@
+"""What each Invoke task does, as plain functions of the settings: tasks.py turns a task's
+options into Settings and calls one of these. Each decides the stage calls (argv.py,
+pipeline.py) and hands them to `run_calls`, the one sequence every task follows: a dry run
+prints the plan, --print-docker the `docker run` lines; otherwise the host is checked for every
+NPU and GPU stage at once, the images are built when the task builds, and the calls run in
+order on the settings' executor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..cli.options import BY_NAME, FORCEABLE
+from ..errors import PcbError
+from . import builds
+from .argv import NPU_BACKEND, report_call, stage_call
+from .docker_executor import executor_for
+from .dry_run import describe_plan
+from .executors import Executor
+from .pipeline import full_pipeline, import_pipeline, trt_pipeline
+from .preflight import check_hosts, resolve_auto_chip
+from .settings import Settings
+from .stage import StageCall, with_options
+
+
+def forced(calls: Sequence[StageCall]) -> list[StageCall]:
+    """The calls with --force added where it means "run again even when current" (the
+    report's --force means "compare anyway")."""
+    force = BY_NAME["force"]
+    return [with_options(c, {force: True}) if c.stage in FORCEABLE else c for c in calls]
+
+
+def run_calls(
+    settings: Settings,
+    calls: Sequence[StageCall],
+    *,
+    print_docker: bool = False,
+    dry_run: bool = False,
+    build: bool = False,
+    executor: Executor | None = None,
+    host_root: Path = Path("/"),
+) -> None:
+    """Print the plan (`dry_run`) or the `docker run` lines (`print_docker`); else check the
+    host for every NPU and GPU stage before anything starts, build the images the calls need
+    (`build`, with the docker executor), and run the calls in order: the first failure stops
+    the rest."""
+    if dry_run:
+        print("\n".join(describe_plan(calls, settings, host_root, executor)))
+        return
+    if print_docker:
+        from .docker_executor import DockerExecutor
+
+        docker = DockerExecutor.for_settings(settings, host_root)
+        for call in calls:
+            print(docker.preview(call).command)
+        return
+    executor = executor or executor_for(settings, host_root)
+    check_hosts(calls, executor.name, host_root)
+    if build and executor.name == "docker":
+        builds.build(settings, sorted({call.image for call in calls}))
+    for call in calls:
+        executor.run(call)
+
+
+def needs_chip(stage: str, settings: Settings) -> bool:
+    """Whether the stage's call names the chip, so that `--chip auto` must be read first."""
+    if stage in ("convert", "parity", "full"):
+        return bool(settings.chip)
+    return stage in ("infer", "perf") and settings.backend == NPU_BACKEND
+
+
+def ready(settings: Settings, task: str) -> Settings:
+    """The settings with `--chip auto` read from npu-smi where the task's calls need it."""
+    return resolve_auto_chip(settings) if needs_chip(task, settings) else settings
+
+
+def run_stage(
+    settings: Settings,
+    stage: str,
+    given: Mapping[str, Any] | None = None,
+    *,
+    print_docker: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """`invoke <stage>`: the stage's one call, with the options given that have no setting."""
+    settings = ready(settings, stage)
+    call = stage_call(stage, settings, given)
+    run_calls(settings, [call], print_docker=print_docker, dry_run=dry_run)
+
+
+def run_full(
+    settings: Settings, *, force: bool = False, print_docker: bool = False, dry_run: bool = False
+) -> None:
+    """`invoke full`: every stage in order, the images the pipeline needs built first."""
+    settings = ready(settings, "full")
+    calls = full_pipeline(settings)
+    if force:
+        calls = forced(calls)
+    run_calls(settings, calls, print_docker=print_docker, dry_run=dry_run, build=True)
+
+
+def run_trt(
+    settings: Settings,
+    *,
+    accuracy: bool = True,
+    print_docker: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """`invoke trt`: the TensorRT stages of a run and the report, the images built first."""
+    calls = trt_pipeline(settings, accuracy)
+    run_calls(settings, calls, print_docker=print_docker, dry_run=dry_run, build=True)
+
+
+def run_import(
+    settings: Settings,
+    source: str | None,
+    *,
+    batch_size: str | None = None,
+    chips_per_card: str | None = None,
+    evaluate: bool = True,
+    print_docker: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """`invoke import-results`: import, then evaluate, parity and report (unless not
+    `evaluate`)."""
+    if not source:
+        raise PcbError(
+            "import-results needs the benchmark tool's result/ folder: add --from "
+            "data/<folder>/result (under data/ or results/, which the container sees)"
+        )
+    calls = import_pipeline(
+        settings,
+        Path(source),
+        None if batch_size is None else int(batch_size),
+        None if chips_per_card is None else int(chips_per_card),
+        evaluate,
+    )
+    run_calls(settings, calls, print_docker=print_docker, dry_run=dry_run)
+
+
+def run_report(
+    settings: Settings,
+    runs: Sequence[str] = (),
+    given: Mapping[str, Any] | None = None,
+    *,
+    print_docker: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """`invoke report`: one run, or several (`runs`: names under results/ or folders)."""
+    call = with_options(report_call(settings, runs), _report_options(given or {}))
+    run_calls(settings, [call], print_docker=print_docker, dry_run=dry_run)
+
+
+def _report_options(given: Mapping[str, Any]) -> dict:
+    from ..cli.options import stage_option
+
+    return {stage_option("report", key): value for key, value in given.items()}
+
+
+def build_images(
+    settings: Settings,
+    images: Sequence[str] = (),
+    *,
+    force: bool = False,
+    build_args: Sequence[str] = (),
+    check: bool = False,
+) -> None:
+    """`invoke build`: build the images (default: export and runtime), or with `check` print
+    each base's registry digest and build nothing."""
+    names = list(images) or list(builds.DEFAULT_IMAGES)
+    if check:
+        if not builds.check_bases(settings, names):
+            raise PcbError("a base's digest could not be had from its registry (see above)")
+        return
+    builds.build(settings, names, force, build_args)
+
+
+def clean(settings: Settings, *, dry_run: bool = False, containers_only: bool = False) -> None:
+    """`invoke clean`: leftover pcb containers and stale pcb images of this checkout."""
+    from .engine import connect
+    from .images import PROJECT_ROOT
+    from .lifecycle import clean as clean_engine
+
+    # A base named in invoke.yaml counts too when telling current image tags from stale.
+    bases = () if settings.base_image in ("auto", "offline") else (settings.base_image,)
+    report = clean_engine(
+        connect(), PROJECT_ROOT, dry_run=dry_run, images=not containers_only, bases=bases
+    )
+    print("\n".join(report.lines()))
+
+
+def base_image(force: bool = False) -> None:
+    """`invoke base-image`: the Debian base made with debootstrap; prints its tag."""
+    from .base_image import ensure_base_image
+
+    print(ensure_base_image(force=force).tag)
