@@ -16,6 +16,7 @@ import pytest
 
 from pcb.errors import PcbError
 from pcb.layout import RunLayout
+from pcb.measure import DEFAULT_MIN_DURATION_S, DEFAULT_MIN_QUERIES
 from pcb.measure.loadgen_harness import (
     EARLY_STOPPING_MIN_QUERIES,
     LoadGenRules,
@@ -134,6 +135,9 @@ def test_loadgen_defaults_are_read_from_loadgen() -> None:
     assert rules.min_duration_ms == lg.TestSettings().min_duration_ms
     assert rules.min_query_count == lg.TestSettings().min_query_count
     assert LoadGenRules.quick().min_query_count == EARLY_STOPPING_MIN_QUERIES
+    # The perf stage's defaults (invoke.yaml, --min-duration, --min-queries) are LoadGen's.
+    assert rules.min_duration_ms == DEFAULT_MIN_DURATION_S * 1000
+    assert rules.min_query_count == DEFAULT_MIN_QUERIES
 
 
 def test_a_slow_estimate_is_corrected_as_loadgen_advises(tmp_path: Path) -> None:
@@ -261,3 +265,28 @@ def test_table_marks_invalid_and_unstable(tmp_path: Path) -> None:
     (record,) = run_perf_loadgen(layout, "onnxruntime", [1], settings, threads=1, quiet=True)
     shown = loadgen_table([replace(record, stable=False, loadgen_valid=False)])
     assert shown.splitlines()[-1].split()[3] == "NO" and shown.splitlines()[-1].split()[-1] == "NO"
+
+
+def test_the_perf_stage_command_measures_with_loadgen_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pcb.cli.main import main
+
+    layout = _tiny_run(tmp_path)
+    run = str(layout.root)
+    rules = ["--min-duration", "0.15", "--min-queries", "4", "--repeats", "2", "--warmup", "2"]
+    assert main(["perf", "--run", run, "--batch-sizes", "1,2", *rules, "--quiet"]) == 0
+    records = read_perf_records(layout.perf_path("onnxruntime"))
+    assert [r.batch_size for r in records] == [1, 2]
+    assert all(r.timer.startswith("mlperf-loadgen ") and r.repeats == 2 for r in records)
+    measurement = records[0].extra["measurement"]
+    assert measurement["rules"]["min_duration_ms"] == 150
+    assert measurement["rules"]["min_query_count"] == 4 and measurement["warmup"] == 2
+    assert records[0].extra["loadgen"]["single_stream"]["summary"]["scenario"] == "SingleStream"
+    assert "timed by LoadGen" in capsys.readouterr().out
+
+    # --timer fixed: the fixed number of batches, timed by this process.
+    fixed = ["--timer", "fixed", "--iterations", "2", "--force", "--quiet"]
+    assert main(["perf", "--run", run, "--batch-sizes", "1", *fixed]) == 0
+    (record,) = read_perf_records(layout.perf_path("onnxruntime"))
+    assert record.iterations == 2 and record.timer == "" and record.loadgen_valid is None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,10 @@ def test_batch_sizes_from_option_string():
         ({"infer_batch_size": "-2"}, r"infer_batch_size = -2"),
         ({"perf_iterations": 1.5}, r"perf_iterations = 1.5"),
         ({"executor": "k8s"}, r"executor = 'k8s': expected one of"),
+        ({"perf_timer": "stopwatch"}, r"perf_timer = 'stopwatch': expected loadgen or fixed"),
+        ({"perf_min_duration": "-1"}, r"perf_min_duration = '-1': expected seconds"),
+        ({"perf_min_queries": 0}, r"perf_min_queries = 0: expected an integer >= 1"),
+        ({"perf_repeats": "0"}, r"perf_repeats = 0: expected an integer >= 1"),
     ],
 )
 def test_bad_values_are_refused(overrides, message):
@@ -72,12 +77,23 @@ def test_stage_arguments():
         "1,8",
         "--warmup",
         "1",
-        "--iterations",
+        "--timer",
+        "loadgen",
+        "--min-duration",
+        "10",
+        "--min-queries",
+        "100",
+        "--repeats",
         "3",
         "--threads",
         "0",
         "--quiet",
     ]
+    fixed = stage_call("perf", replace(settings, perf_timer="fixed")).argv()
+    assert fixed[fixed.index("--timer") :][:4] == ["--timer", "fixed", "--iterations", "3"]
+    assert "--min-duration" not in fixed
+    quick = stage_call("perf", replace(settings, perf_min_duration=0.5)).argv()
+    assert quick[quick.index("--min-duration") + 1] == "0.5"
     export = stage_call("export", settings)
     assert export.image == "export"
     assert export.args[:2] == ("--checkpoint", Path("data/PCB_3_7.pt"))

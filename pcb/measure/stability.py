@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import PcbError
+from . import DEFAULT_REPEATS
 
 # perf_analyzer's default stability percentage: max / min of the repeats within 10 %.
 DEFAULT_MAX_SPREAD = 0.10
-DEFAULT_REPEATS = 3
 # A 1-minute load average above this share of the cores before a run means other work was
 # running: the figure is then still reported, with the machine named busy.
 BUSY_LOAD_PER_CORE = 0.25

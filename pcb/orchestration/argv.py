@@ -106,8 +106,8 @@ def evaluate_call(settings: Settings, backend: str | None = None) -> StageCall:
 def perf_call(
     settings: Settings, backend: str | None = None, aoe: bool | None = None, int8: bool = False
 ) -> StageCall:
-    """onnxruntime throughput (perf_warmup, perf_iterations), or ais_bench's on every NPU
-    device at once (npu_warmup, npu_loop)."""
+    """onnxruntime throughput (perf_warmup; LoadGen's run rules, or perf_iterations with the
+    fixed timer), or ais_bench's on every NPU device at once (npu_warmup, npu_loop)."""
     backend = backend or settings.backend
     run, sizes = settings.run_dir, join_ints(settings.batch_sizes)
     if backend == NPU_BACKEND:
@@ -118,7 +118,13 @@ def perf_call(
         args += (*_variant(aoe, settings.dynamic), *_quiet(settings))
         return StageCall("perf", "cann", args, npu_devices=settings.devices)
     args = ("--run", run, "--backend", backend, "--batch-sizes", sizes)
-    args += ("--warmup", str(settings.perf_warmup), "--iterations", str(settings.perf_iterations))
+    args += ("--warmup", str(settings.perf_warmup), "--timer", settings.perf_timer)
+    if settings.perf_timer == "fixed":
+        args += ("--iterations", str(settings.perf_iterations))
+    else:
+        args += ("--min-duration", f"{settings.perf_min_duration:g}")
+        args += ("--min-queries", str(settings.perf_min_queries))
+        args += ("--repeats", str(settings.perf_repeats))
     args += ("--threads", str(settings.threads), *_quiet(settings))
     if int8:
         args += ("--precision", "int8")

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from ..constants import DEFAULT_BATCH_SIZES
 from ..errors import PcbError
+from ..measure import DEFAULT_MIN_DURATION_S, DEFAULT_MIN_QUERIES, DEFAULT_REPEATS, PERF_TIMERS
 
 DEMO_DIR = Path("data/demo")
 DEMO_DATASET = DEMO_DIR / "Market-1501-v15.09.15"
@@ -33,6 +34,12 @@ class Settings:
     workers: int = 0
     perf_warmup: int = 1
     perf_iterations: int = 5
+    # The in-process backends' timer (pcb/measure/): LoadGen under its run rules, or "fixed"
+    # (perf_iterations batches); ais_bench and trtexec time themselves.
+    perf_timer: str = PERF_TIMERS[0]
+    perf_min_duration: float = DEFAULT_MIN_DURATION_S
+    perf_min_queries: int = DEFAULT_MIN_QUERIES
+    perf_repeats: int = DEFAULT_REPEATS
     executor: str = "docker"
     # Image builds (see build_inputs.py): "auto" = the pinned default base if it can be had,
     # else the Debian base `invoke base-image` makes without a registry; "offline" = that base.
@@ -88,6 +95,8 @@ _INT_TUPLES = {"batch_sizes", "static_batch_sizes", "trt_batch_sizes"}
 _POSITIVE = {
     "infer_batch_size",
     "perf_iterations",
+    "perf_min_queries",
+    "perf_repeats",
     "demo_identities",
     "npu_loop",
     "trt_calib_images",
@@ -145,6 +154,25 @@ def _fraction(key: str, value: Any) -> float:
     return number
 
 
+def _seconds(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not number >= 0.0:
+        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: expected seconds, a number >= 0")
+    return number
+
+
+def _perf_timer(key: str, value: Any) -> str:
+    if value not in PERF_TIMERS:
+        raise PcbError(
+            f"invoke.yaml: pcb.{key} = {value!r}: expected {' or '.join(PERF_TIMERS)} (LoadGen, "
+            "or a fixed number of batches: perf_iterations)"
+        )
+    return str(value)
+
+
 def _cann_python(key: str, value: Any) -> str:
     text = "" if value is None else str(value).strip()
     if text not in ("", "3.10", "3.11", "3.12"):
@@ -191,6 +219,8 @@ _READERS: dict[str, Callable[[str, Any], Any]] = {
     "aoe": _bool,
     "dynamic": _bool,
     "parity_threshold": _fraction,
+    "perf_timer": _perf_timer,
+    "perf_min_duration": _seconds,
     "int8": _bool,
     "trt": _bool,
     "trt_precision": _checked(_trt_precision),

@@ -128,7 +128,14 @@ FULL = (
     CHECKPOINT,
     RUN,
     TaskOption("batch_sizes", "perf batch sizes, e.g. 1,4,8,16,32,64", setting="batch_sizes"),
-    TaskOption("iterations", "timed batches per batch size", setting="perf_iterations"),
+    TaskOption("timer", "perf timer: loadgen (default) or fixed", setting="perf_timer"),
+    TaskOption(
+        "min_duration", "LoadGen: seconds each scenario runs at least", setting="perf_min_duration"
+    ),
+    TaskOption("warmup", "untimed batches per batch size", setting="perf_warmup"),
+    TaskOption(
+        "iterations", "timed batches per batch size (--timer fixed)", setting="perf_iterations"
+    ),
     QUIET,
     CHIP,
     DEVICES,
