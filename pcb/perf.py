@@ -114,6 +114,22 @@ def timing_of(record: PerfRecord) -> tuple[str, str]:
     return _WALL_TIME, f"pcb ({record.tool or record.backend}, time.perf_counter)"
 
 
+def timing_label(record: PerfRecord) -> str:
+    """A table header's few words for `timing_of`: what the clock covered and whose it was,
+    e.g. "wall (LoadGen)", "NPU compute (ais_bench)", "GPU compute (trtexec)"."""
+    timed, timer = timing_of(record)
+    if "NPU compute" in timed:
+        kind = "NPU compute"
+    elif "GPU compute" in timed:
+        kind = "GPU compute"
+    elif "wall time" in timed:
+        kind = "wall"
+    else:
+        kind = "inference"
+    tool = "LoadGen" if timer.startswith("mlperf-loadgen") else (timer.split() or ["?"])[0]
+    return f"{kind} ({tool})"
+
+
 def images_per_second(batch_size: int, mean_batch_ms: float) -> float:
     if mean_batch_ms <= 0:
         raise PcbError(f"mean batch latency must be positive, got {mean_batch_ms} ms")

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import PcbError
+from ..perf import timing_label, timing_of
 from .published import GUIDE_COLUMNS, GUIDE_SCOPE, GUIDE_THROUGHPUT, PUBLISHED_SOURCE
 from .runs import Measurement, RunRecords, Source, SourceIndex
 
@@ -95,6 +96,16 @@ def _measurement_dict(m: Measurement, sources: SourceIndex) -> dict[str, Any]:
         "tool_version": r.tool_version,
         "extra": r.extra,
         "source": sources.entry(m.source),
+        # How far the figure can be trusted, and what its clock covered (pcb/measure/).
+        "timed": timing_of(r)[0],
+        "timer": timing_of(r)[1],
+        "timing": timing_label(r),
+        "stable": r.stable,
+        "cv": r.cv,
+        "repeats": r.repeats,
+        "loadgen_valid": r.loadgen_valid,
+        "load_before": r.load_before,
+        "load_after": r.load_after,
     }
 
 
@@ -115,6 +126,8 @@ def platform_entries(
             "tool_version": newest.tool_version,
             "device": newest.device,
             "scope": newest.scope,
+            "timed": timing_of(newest)[0],
+            "timing": timing_label(newest),
             "images_per_s": {str(b): v for b, v in shown.items()},
             "best": {"batch_size": batch, "images_per_s": value},
             "cells": {
@@ -227,6 +240,8 @@ def _measured_columns(throughput: Mapping[str, Mapping[str, Any]], show: str) ->
     for platform in sorted(throughput, key=lambda p: _class_rank(throughput[p])):
         entry = throughput[platform]
         base = {"kind": "measured", "key": platform, "scope": entry["scope"]}
+        # Reports written before the timing fields existed have none.
+        base["timing"] = entry.get("timing", "")
         base["class"] = entry["class"]
         # Under --show all a platform timed by several runs gets one column per run and file.
         by_source: dict[str, dict[str, dict[str, Any]]] = {}
@@ -239,6 +254,8 @@ def _measured_columns(throughput: Mapping[str, Mapping[str, Any]], show: str) ->
                     "value": m["images_per_s"],
                     "source": src["id"],
                     "scope": m["scope"],
+                    "stable": m.get("stable"),
+                    "loadgen_valid": m.get("loadgen_valid"),
                 }
         runs = [key.split("|")[0] for key in by_source]
         for key, values in by_source.items():
