@@ -163,7 +163,9 @@ class TorchBackend(Backend):
 
     @property
     def on_cuda(self) -> bool:
-        return self._device is not None and self._device.type == "cuda"
+        # Before load too: the perf stage names the platform before it loads the model.
+        device = self._device if self._device is not None else self._pick_device()
+        return device.type == "cuda"
 
     def platform_name(self) -> str:
         return f"{'gpu' if self.on_cuda else 'cpu'}-torch-{self.precision}"

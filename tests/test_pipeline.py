@@ -103,10 +103,28 @@ def test_stage_arguments():
 def test_every_stage_call_parses_with_the_cli():
     from pcb.cli.parser import build_parser
 
-    settings = settings_from_config({}, demo=True, static_batch_sizes="4")
+    settings = settings_from_config({}, demo=True, static_batch_sizes="4", int8=True, torch=True)
     for call in full_pipeline(settings):
         args = build_parser().parse_args(call.argv())
         assert args.stage == call.stage
+
+
+def test_torch_platform_joins_before_the_report():
+    calls = full_pipeline(settings_from_config({}, demo=True, torch="torch-bf16"))
+    assert [call.stage for call in calls[-5:]] == ["infer", "evaluate", "parity", "perf", "report"]
+    infer, evaluate, parity, perf = calls[-5:-1]
+    # PyTorch is in the export image only; evaluation and parity read dumps (runtime image).
+    assert [c.image for c in (infer, evaluate, parity, perf)] == [
+        "export",
+        "runtime",
+        "runtime",
+        "export",
+    ]
+    assert all(c.argv()[c.argv().index("--backend") + 1] == "torch-bf16" for c in calls[-5:-1])
+    assert settings_from_config({}, torch=True).torch == "torch"
+    assert settings_from_config({}, torch=False).torch == ""
+    with pytest.raises(PcbError, match=r"pcb.torch = 'torch-int8': expected false, true or one"):
+        settings_from_config({}, torch="torch-int8")
 
 
 def test_int8_platform_joins_before_the_report():

@@ -164,3 +164,21 @@ def test_infer_stage_runs_with_torch(exported: RunLayout, images: np.ndarray) ->
     engine = create_backend("torch")
     path = backend_model(engine, exported, quiet=True)
     assert path == exported.onnx_path  # the backend itself resolves the checkpoint
+
+
+def test_perf_stage_measures_torch_as_a_platform(exported: RunLayout) -> None:
+    """`python -m pcb perf --backend torch`: LoadGen's records under the torch platform's
+    name, which the report shows as a CPU column here (a GPU one on CUDA)."""
+    pytest.importorskip("mlperf_loadgen")
+    from pcb.cli.main import main
+    from pcb.perf import read_perf_records
+    from pcb.report.throughput_table import platform_class
+
+    rules = ["--min-duration", "0.1", "--min-queries", "2", "--repeats", "1", "--warmup", "0"]
+    argv = ["perf", "--run", str(exported.root), "--backend", "torch", "--batch-sizes", "1"]
+    assert main([*argv, *rules, "--threads", "2", "--quiet"]) == 0
+    (record,) = read_perf_records(exported.perf_path("torch"))
+    assert (record.platform, record.backend, record.tool) == ("cpu-torch-fp32", "torch", "torch")
+    assert record.timer.startswith("mlperf-loadgen") and record.images_per_s > 0
+    assert platform_class(record.backend, record.tool, record.scope) == "CPU"
+    assert platform_class("torch", "torch", "gpu") == "GPU"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..constants import DEFAULT_BATCH_SIZES, REFERENCE_BACKEND
+from ..constants import DEFAULT_BATCH_SIZES, REFERENCE_BACKEND, TORCH_BACKENDS
 from ..measure import DEFAULT_MIN_DURATION_S, DEFAULT_MIN_QUERIES, DEFAULT_REPEATS, PERF_TIMERS
 from ..tensorrt.engine_cache import CALIBRATION_BATCH, CALIBRATION_IMAGES
 from ..tensorrt.trtexec import DEFAULT_PRECISION, PRECISIONS, TRTEXEC
@@ -298,9 +298,10 @@ OPTIONS: tuple[Option, ...] = (
         "backend",
         "--backend",
         ("infer", "perf"),
-        "inference backend (ais_bench: an Ascend NPU, needs --chip)",
+        "inference backend (ais_bench: an Ascend NPU, needs --chip; torch, torch-bf16, "
+        "torch-fp16: PyTorch, on a CUDA GPU where there is one, fp16 only there)",
         default="onnxruntime",
-        choices=("onnxruntime", "ais_bench"),
+        choices=("onnxruntime", "ais_bench", *TORCH_BACKENDS),
         setting="backend",
     ),
     Option(

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..ascend.chips import AUTO, backend_key
 from ..cli.options import stage_option
-from ..constants import REFERENCE_BACKEND
+from ..constants import REFERENCE_BACKEND, TORCH_BACKENDS
 from ..errors import PcbError
 from ..tensorrt.engine_cache import CALIBRATION_BATCH
 from ..tensorrt.names import dump_backend
@@ -75,6 +75,11 @@ def preprocess_call(settings: Settings) -> StageCall:
     return StageCall("preprocess", "runtime", args)
 
 
+def _cpu_image(backend: str) -> str:
+    """The image of an in-process backend: PyTorch is in the export image only."""
+    return "export" if backend in TORCH_BACKENDS else "runtime"
+
+
 def infer_call(
     settings: Settings, backend: str | None = None, aoe: bool | None = None, int8: bool = False
 ) -> StageCall:
@@ -93,7 +98,7 @@ def infer_call(
     args += ("--threads", str(settings.threads), *_quiet(settings))
     if int8:
         args += ("--precision", "int8")
-    return StageCall("infer", "runtime", args)
+    return StageCall("infer", _cpu_image(backend), args)
 
 
 def evaluate_call(settings: Settings, backend: str | None = None) -> StageCall:
@@ -128,7 +133,7 @@ def perf_call(
     args += ("--threads", str(settings.threads), *_quiet(settings))
     if int8:
         args += ("--precision", "int8")
-    return StageCall("perf", "runtime", args)
+    return StageCall("perf", _cpu_image(backend), args)
 
 
 def quantize_call(settings: Settings) -> StageCall:

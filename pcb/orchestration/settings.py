@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..constants import DEFAULT_BATCH_SIZES
+from ..constants import DEFAULT_BATCH_SIZES, TORCH_BACKENDS
 from ..errors import PcbError
 from ..measure import DEFAULT_MIN_DURATION_S, DEFAULT_MIN_QUERIES, DEFAULT_REPEATS, PERF_TIMERS
 
@@ -67,6 +67,8 @@ class Settings:
     parity_threshold: float = 0.99
     # Also the CPU INT8 platform: quantize, infer, evaluate, parity and perf at int8.
     int8: bool = False
+    # Also the PyTorch platform (torch_backend): infer, evaluate, parity and perf with it.
+    torch: str = ""
     # TensorRT (docs/tensorrt.md): `invoke trt`, or `invoke full --trt` for the whole pipeline.
     trt: bool = False
     trt_precision: str = "fp16"
@@ -173,6 +175,16 @@ def _perf_timer(key: str, value: Any) -> str:
     return str(value)
 
 
+def _torch_backend(value: Any) -> str:
+    """ "" or false: no torch platform; true: torch (fp32); or one of the torch backends."""
+    if value in (None, False, ""):
+        return ""
+    name = TORCH_BACKENDS[0] if value is True else str(value).strip()
+    if name not in TORCH_BACKENDS:
+        raise PcbError(f"expected false, true or one of {', '.join(TORCH_BACKENDS)}")
+    return name
+
+
 def _cann_python(key: str, value: Any) -> str:
     text = "" if value is None else str(value).strip()
     if text not in ("", "3.10", "3.11", "3.12"):
@@ -222,6 +234,7 @@ _READERS: dict[str, Callable[[str, Any], Any]] = {
     "perf_timer": _perf_timer,
     "perf_min_duration": _seconds,
     "int8": _bool,
+    "torch": _checked(_torch_backend),
     "trt": _bool,
     "trt_precision": _checked(_trt_precision),
     "gpus": _checked(_gpus),

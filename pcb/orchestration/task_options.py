@@ -155,6 +155,12 @@ FULL = (
         setting="int8",
         switch=True,
     ),
+    TaskOption(
+        "torch",
+        "also the PyTorch platform: torch, torch-bf16 or torch-fp16 (CUDA); infer, evaluate, "
+        "parity and perf with it, in the export image",
+        setting="torch",
+    ),
     FORCE_ALL,
     *RUNNING,
 )

@@ -31,12 +31,17 @@ CLASS_ORDER = ("NPU", "GPU", "CPU", "other")
 PUBLISHED_PREFIX = "guide "
 
 
-def platform_class(backend: str, tool: str) -> str:
+# A backend that runs where it finds a device (torch: a CUDA GPU, else the CPU) says so in its
+# records' scope.
+SCOPE_CLASSES = {"gpu": "GPU", "chip": "NPU", "card": "NPU", "process": "CPU"}
+
+
+def platform_class(backend: str, tool: str, scope: str = "") -> str:
     for name in (tool, backend):
         found = PLATFORM_CLASSES.get(name.strip().lower())
         if found:
             return found
-    return "other"
+    return SCOPE_CLASSES.get(scope, "other")
 
 
 def best_throughput(by_batch: Mapping[int, float]) -> tuple[int, float]:
@@ -120,7 +125,7 @@ def platform_entries(
         newest = max(latest.values(), key=lambda m: _when(m.source)).record
         batch, value = best_throughput(shown)
         entries[platform] = {
-            "class": platform_class(newest.backend, newest.tool),
+            "class": platform_class(newest.backend, newest.tool, newest.scope),
             "backend": newest.backend,
             "tool": newest.tool,
             "tool_version": newest.tool_version,
