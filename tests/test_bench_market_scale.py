@@ -74,6 +74,12 @@ def test_scale_run_ratio() -> None:
     run = _run(200, 5.0, 15.0, best=20.0)
     assert run.wall_s == 20.0 and run.lower_bound_s == 10.0 and run.ratio == 2.0
     assert run.to_dict()["ratio"] == 2.0
+    # perf runs as long as its own rules say, whatever the data: timed, not in the wall time.
+    run.stages.append(StageRun("perf", 300.0, 3))
+    assert run.wall_s == 20.0
+    estimate = extrapolate([run], ranking_s=0.0)
+    assert estimate["perf"] == pytest.approx(300.0 / 200 * FULL_IMAGES)
+    assert estimate["wall_s"] == pytest.approx(20.0 / 200 * FULL_IMAGES)
 
 
 def test_disk_bytes_counts_allocated_blocks(tmp_path: Path) -> None:
@@ -119,7 +125,8 @@ def test_scales_out_of_range_are_refused(tmp_path: Path) -> None:
 def test_tiny_real_pipeline(tmp_path: Path) -> None:
     """The real stages, as processes, at two tiny scales and a two-batch perf sweep."""
     config = BenchConfig(quick=True, threads=2, market_scales=(0.002, 0.004))
-    overrides = {"batch_sizes": (1, 2), "perf_iterations": 1, "infer_batch_size": 4}
+    overrides = {"batch_sizes": (1, 2), "perf_timer": "fixed", "perf_iterations": 1}
+    overrides["infer_batch_size"] = 4
     result = bench_market_scale(config, tmp_path, overrides=overrides)
     runs = result.details["scales"]
     assert [r["scale"] for r in runs] == [0.002, 0.004]

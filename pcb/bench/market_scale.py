@@ -6,7 +6,9 @@ settings of invoke.yaml) run on a synthetic dataset of Market-1501's size, each 
 what inference alone must take: the images inferred (query + gallery) x the best per-image
 time the perf stage measured in the same run (its best images/s over the batch sizes). The
 figure is the pipeline's wall time over that bound; 1.15 or less means preprocessing, I/O,
-evaluation and the rest add at most 15 % to inference.
+evaluation and the rest add at most 15 % to inference. The perf stage is timed but left out of
+the wall time: it runs as long as its own rules say (LoadGen's minimum duration per batch
+size), whatever the data.
 
 At full size the pipeline runs for about 20 minutes on 2 cores, so by default it runs at two
 smaller scales and extrapolates, as the output says: each stage's time is fitted as a + b x
@@ -42,6 +44,8 @@ FULL_IMAGES = 3368 + 15913
 RUN_NAME = "market-scale"
 _RSS_INTERVAL_S = 0.25
 _DISK_INTERVAL_S = 0.5
+# Stages whose time is set by their measuring rules, not by the images: not in the wall time.
+MEASURING_STAGES = ("perf",)
 
 
 @dataclass
@@ -65,7 +69,7 @@ class ScaleRun:
 
     @property
     def wall_s(self) -> float:
-        return sum(s.seconds for s in self.stages)
+        return sum(s.seconds for s in self.stages if s.stage not in MEASURING_STAGES)
 
     @property
     def lower_bound_s(self) -> float:
@@ -287,7 +291,7 @@ def extrapolate(runs: list[ScaleRun], ranking_s: float) -> dict[str, float]:
     if "evaluate" in per_stage:
         per_stage["evaluate"] += ranking_s
     best = max(run.best_images_per_s for run in runs)
-    wall = sum(per_stage.values())
+    wall = sum(v for stage, v in per_stage.items() if stage not in MEASURING_STAGES)
     lower = FULL_IMAGES / best
     return {"wall_s": wall, "lower_bound_s": lower, "ratio": wall / lower, **per_stage}
 
