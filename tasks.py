@@ -123,7 +123,8 @@ def _bench(c, given) -> None:
     from pcb.bench.runner import main, task_argv
 
     flag = given.flag
-    code = main(task_argv(flag("quick"), flag("only"), flag("threads"), flag("out")))
+    argv = task_argv(flag("quick"), flag("only"), flag("threads"), flag("out"), flag("compare"))
+    code = main(argv)
     if code:
         raise Exit(code=code)
 
@@ -131,7 +132,8 @@ def _bench(c, given) -> None:
 bench = make_task(
     "bench",
     "Benchmarks: re-run, preprocessing, evaluation at Market scale, CPU fp32 against PyTorch "
-    "and the matmul rate, INT8; prints a table and writes results/bench/<date>.json.",
+    "and the matmul rate, LoadGen, torch, INT8, the pipeline at Market-1501's size; prints a "
+    "table and writes results/bench/<date>.json.",
     opts.BENCH,
     _bench,
 )

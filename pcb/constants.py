@@ -28,6 +28,8 @@ DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 SPLITS = ("query", "gallery")
 # The backend every other one is compared with (parity, the report's "vs" columns).
 REFERENCE_BACKEND = "onnxruntime"
+# PyTorch as a backend (pcb/torch_backend.py): the GPU column without TensorRT.
+TORCH_BACKENDS = ("torch", "torch-bf16", "torch-fp16")
 # Market-1501 folder of each split.
 SPLIT_FOLDERS = {"query": "query", "gallery": "bounding_box_test"}
 

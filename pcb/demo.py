@@ -12,8 +12,10 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -278,50 +280,159 @@ def _marker(seed: int, identities: int) -> dict[str, int]:
     return {"demo_version": DEMO_VERSION, "seed": seed, "identities": identities}
 
 
-def _existing_is_current(dataset_root: Path, seed: int, identities: int) -> bool:
+def _existing_is_current(dataset_root: Path, marker: dict[str, Any]) -> bool:
     if not dataset_root.exists():
         return False
-    marker = dataset_root / MARKER_NAME
     try:
-        found = read_json(marker)
+        found = read_json(dataset_root / MARKER_NAME)
     except (OSError, ValueError):
         found = None
-    if found == _marker(seed, identities):
+    if found == marker:
         return True
     what = f"was written with {found}" if found else "is not a pcb demo folder"
     raise PcbError(
-        f"{dataset_root} already exists and {what}, not {_marker(seed, identities)}: "
+        f"{dataset_root} already exists and {what}, not {marker}: "
         f"delete {dataset_root} to rewrite it, or pass another --out folder"
     )
 
 
-def write_dataset(out: Path, seed: int = 0, identities: int = 24) -> Path:
-    """The demo Market folder under `out`, built aside and renamed into place; kept if current."""
-    if not 1 <= identities <= MAX_IDENTITIES:
-        raise PcbError(f"identities must be 1..{MAX_IDENTITIES}, got {identities}")
+def _write_aside(out: Path, marker: dict[str, Any], generate: Callable[[Path], None]) -> Path:
+    """The Market folder under `out` drawn by `generate`, built aside and renamed into place;
+    kept as it is when its marker says it was drawn with the same settings."""
     out = Path(out)
     dataset_root = out / MARKET_FOLDER
-    if _existing_is_current(dataset_root, seed, identities):
+    if _existing_is_current(dataset_root, marker):
         return dataset_root
     out.mkdir(parents=True, exist_ok=True)
     building = out / f".{MARKET_FOLDER}.{os.getpid()}.tmp"
     shutil.rmtree(building, ignore_errors=True)
     try:
-        _generate(building, seed, identities)
-        (building / MARKER_NAME).write_text(
-            json.dumps(_marker(seed, identities)) + "\n", encoding="utf-8"
-        )
+        generate(building)
+        (building / MARKER_NAME).write_text(json.dumps(marker) + "\n", encoding="utf-8")
         os.rename(building, dataset_root)
     except OSError:
         shutil.rmtree(building, ignore_errors=True)
         # Another process may have finished the same folder first: fine if it is current.
-        if _existing_is_current(dataset_root, seed, identities):
+        if _existing_is_current(dataset_root, marker):
             return dataset_root
         raise
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
     return dataset_root
+
+
+def write_dataset(out: Path, seed: int = 0, identities: int = 24) -> Path:
+    """The demo Market folder under `out`, built aside and renamed into place; kept if current."""
+    if not 1 <= identities <= MAX_IDENTITIES:
+        raise PcbError(f"identities must be 1..{MAX_IDENTITIES}, got {identities}")
+    return _write_aside(
+        out, _marker(seed, identities), lambda folder: _generate(folder, seed, identities)
+    )
+
+
+# ---------------------------------------------------------------- Market-1501's size
+
+# Market-1501's test split (facts.md section 3; the dataset's page, liangzheng.com.cn/Project/
+# project_reid.html, for the 2,793 distractors and "one query image for each camera"): 750
+# identities with 3,368 query images, and 19,732 gallery images of which 3,819 are junk and
+# 2,793 distractors, which leaves 13,120 images of the 750 identities.
+MARKET_IDENTITIES = 750
+MARKET_QUERY = 3368
+MARKET_GALLERY_IDENTITY_IMAGES = 13120
+MARKET_DISTRACTORS = 2793
+MARKET_JUNK = 3819
+
+
+@dataclass(frozen=True)
+class MarketCounts:
+    """How many images of each kind a Market-sized demo at `scale` has."""
+
+    identities: int
+    query: int
+    gallery_identity_images: int
+    distractors: int
+    junk: int
+
+    @classmethod
+    def at_scale(cls, scale: float) -> MarketCounts:
+        if not 0 < scale <= 1:
+            raise PcbError(f"scale must be in (0, 1] (1 = Market-1501's size), got {scale}")
+        identities = max(2, round(MARKET_IDENTITIES * scale))
+        # Market's ratios, kept at any scale: about 4.5 queries and 17.5 gallery images per
+        # identity (at least 2 queries, one per camera, and never more than 6 cameras).
+        query = min(max(2 * identities, round(MARKET_QUERY * scale)), 6 * identities)
+        return cls(
+            identities=identities,
+            query=query,
+            gallery_identity_images=max(query, round(MARKET_GALLERY_IDENTITY_IMAGES * scale)),
+            distractors=max(1, round(MARKET_DISTRACTORS * scale)),
+            junk=max(1, round(MARKET_JUNK * scale)),
+        )
+
+    @property
+    def gallery(self) -> int:
+        """Gallery images the dataset stage keeps (junk dropped): 15,913 at scale 1."""
+        return self.gallery_identity_images + self.distractors
+
+    @property
+    def bounding_box_test(self) -> int:
+        return self.gallery + self.junk
+
+
+def _spread(total: int, parts: int) -> list[int]:
+    """`total` split over `parts` as evenly as integers allow."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _generate_market(folder: Path, seed: int, counts: MarketCounts) -> None:
+    """A Market-sized test split: each identity has one query per camera it is queried
+    from, and gallery views from every one of its cameras (so every query has a match from
+    another camera), then the rest of its gallery images from cameras at random."""
+    rng = np.random.default_rng(seed)
+    cameras = _make_cameras(rng)
+    people = _make_identities(rng, counts.identities)
+    name = _Namer()
+    for split in ("query", "bounding_box_test", "bounding_box_train"):
+        (folder / split).mkdir(parents=True)
+
+    def save(split: str, filename: str, pixels: np.ndarray) -> None:
+        (folder / split / filename).write_bytes(_jpeg(pixels))
+
+    queries = _spread(counts.query, counts.identities)
+    gallery = _spread(counts.gallery_identity_images, counts.identities)
+    order = rng.permutation(counts.identities)  # which identities get the extra images
+    for index, person in zip(order, people):
+        asked, views = queries[index], gallery[index]
+        # Enough cameras for its queries (and two at least), as Market's identities.
+        count = int(rng.integers(max(2, asked), NUM_CAMERAS + 1))
+        own = [int(c) for c in rng.choice(np.arange(1, NUM_CAMERAS + 1), count, replace=False)]
+        for cam in own[:asked]:
+            save("query", name(person.pid, cam), _draw_person(rng, person, cameras[cam]))
+        seen = own + [int(c) for c in rng.choice(own, max(0, views - len(own)))]
+        for cam in seen[:views]:
+            save(
+                "bounding_box_test", name(person.pid, cam), _draw_person(rng, person, cameras[cam])
+            )
+    for _ in range(counts.distractors):
+        cam = int(rng.integers(1, NUM_CAMERAS + 1))
+        save("bounding_box_test", name(0, cam), _draw_distractor(rng, cameras[cam]))
+    for _ in range(counts.junk):
+        cam = int(rng.integers(1, NUM_CAMERAS + 1))
+        save("bounding_box_test", name(-1, cam), _draw_junk(rng, cameras[cam]))
+
+
+def write_market_scale_dataset(out: Path, seed: int = 0, scale: float = 1.0) -> Path:
+    """A synthetic Market folder of Market-1501's size (or `scale` of it) under `out`.
+
+    At scale 1: 3,368 query and 19,732 gallery JPEGs (3,819 junk, 2,793 distractors), 750
+    identities, about 150 MB; preprocessed, its 19,281 bins take 11.4 GB. Drawn like the demo
+    (pcb.demo), kept when current, built aside and renamed into place.
+    """
+    counts = MarketCounts.at_scale(scale)
+    marker = {**_marker(seed, counts.identities), "layout": "market-scale", "scale": scale}
+    return _write_aside(out, marker, lambda folder: _generate_market(folder, seed, counts))
 
 
 def write_demo(out: Path, seed: int = 0, identities: int = 24) -> DemoPaths:

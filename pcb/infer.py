@@ -517,7 +517,8 @@ def run_perf(
     model_md5 = cached_md5(model_path, layout.root)
     device = cpu_name()
     used_threads = resolve_threads(threads)
-    platform_name = perf_platform(backend)
+    # A backend that knows its platform (torch: cpu-torch-bf16, gpu-torch-fp16) names it.
+    platform_name = getattr(engine, "platform_name", lambda: perf_platform(backend))()
     perf_path = layout.perf_path(backend)
     settings: dict[str, Any] = {
         "threads": used_threads,

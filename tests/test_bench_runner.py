@@ -75,3 +75,85 @@ def test_quick_mode_is_smaller_than_full() -> None:
     assert quick.quick and not full.quick
     assert len(quick.batch_sizes) < len(full.batch_sizes)
     assert quick.reference_queries < full.reference_queries
+
+
+# ---------------------------------------------------------------- --compare
+
+
+def _payload(figures: list[dict], date: str = "2026-12-01") -> dict:
+    return {
+        "date": date,
+        "mode": "full",
+        "machine": {"cpu": "CPU X", "cores": 2, "load_average_before": [0.1, 0.1, 0.1]},
+        "benchmarks": [{"name": "int8", "figures": figures}],
+    }
+
+
+def _figure(name: str, value: float | None, met: bool | None, target: str = "") -> dict:
+    return {"name": name, "value": value, "unit": "", "target": target, "met": met, "note": ""}
+
+
+def test_compare_gives_ratios_and_names_regressions() -> None:
+    from pcb.bench.compare import compare, render
+
+    old = _payload(
+        [
+            _figure("speed-up", 4.0, True, ">= 3.8"),
+            _figure("cosine", 0.998, False, ">= 0.999"),
+            _figure("gone figure", 1.0, None),
+        ]
+    )
+    new = _payload(
+        [
+            _figure("speed-up", 3.0, False, ">= 3.8"),
+            _figure("cosine", 0.9995, True, ">= 0.999"),
+            _figure("added", 2.0, None),
+        ]
+    )
+    rows = {r["figure"]: r for r in compare(new, old)}
+    assert rows["speed-up"]["ratio"] == pytest.approx(0.75)
+    assert rows["speed-up"]["status"] == "REGRESSED"
+    assert rows["cosine"]["status"] == "now met"
+    assert rows["added"]["status"] == "new figure" and rows["added"]["ratio"] is None
+    assert rows["gone figure"]["status"] == "gone"
+    text = render(list(rows.values()), new, old)
+    assert "1 target(s) met before and not now" in text
+    assert "0.750" in text and "CPU X" in text
+
+
+def test_compare_refuses_what_is_not_a_bench_record(tmp_path: Path) -> None:
+    from pcb.bench.compare import read_bench
+
+    with pytest.raises(PcbError, match="not found"):
+        read_bench(tmp_path / "absent.json")
+    (tmp_path / "x.json").write_text('{"records": []}', encoding="utf-8")
+    with pytest.raises(PcbError, match="not a benchmark record"):
+        read_bench(tmp_path / "x.json")
+    (tmp_path / "y.json").write_text("{", encoding="utf-8")
+    with pytest.raises(PcbError, match="not a benchmark record"):
+        read_bench(tmp_path / "y.json")
+
+
+def test_main_compares_with_an_earlier_run(tmp_path: Path, monkeypatch, capsys) -> None:
+    import pcb.bench.preprocessing as module
+
+    def fake(config, workdir=None):
+        return BenchResult("preprocessing", [ratio_figure("pipeline / reference", 2.0, 1.8)])
+
+    monkeypatch.setattr(module, "bench_preprocessing", fake)
+    first = tmp_path / "first"
+    assert main(["--quick", "--only", "preprocessing", "--out", str(first)]) == 0
+    [old] = list(first.glob("*.json"))
+    capsys.readouterr()
+    second = tmp_path / "second"
+    argv = ["--quick", "--only", "preprocessing", "--out", str(second), "--compare", str(old)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "new / old" in out and "1.000" in out and "0 target(s) met before" in out
+    assert main([*argv[:-1], str(tmp_path / "nope.json")]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_new_benchmarks_are_known_in_order() -> None:
+    assert parse_only("market_scale,loadgen,torch") == ["loadgen", "torch", "market_scale"]
+    assert BENCHMARKS[-1] == "market_scale"

@@ -182,3 +182,51 @@ def test_write_demo_writes_dataset_checkpoint_and_readme(tmp_path, fake_checkpoi
     # A second run reuses everything.
     assert write_demo(tmp_path / "demo", seed=3, identities=4) == paths
     assert len(fake_checkpoint) == 1
+
+
+# ---------------------------------------------------------------- Market-1501's size
+
+
+def test_market_counts_at_full_scale_are_market_1501s() -> None:
+    counts = demo.MarketCounts.at_scale(1.0)
+    assert counts.identities == 750
+    assert counts.query == 3368
+    assert counts.gallery == 15913  # what the dataset stage keeps, junk dropped
+    assert counts.bounding_box_test == 19732
+    assert counts.junk == 3819 and counts.distractors == 2793
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.1, 1.5])
+def test_market_scale_out_of_range(tmp_path, scale):
+    with pytest.raises(PcbError, match="scale must be"):
+        demo.write_market_scale_dataset(tmp_path, scale=scale)
+
+
+def test_market_scale_dataset_scaled_down(tmp_path):
+    scale = 0.02
+    counts = demo.MarketCounts.at_scale(scale)
+    root = demo.write_market_scale_dataset(tmp_path, seed=4, scale=scale)
+    names = {split: sorted(p.name for p in (root / split).iterdir()) for split in SPLITS}
+    assert all(MARKET_NAME.match(n) for split in names.values() for n in split)
+    gallery = names["bounding_box_test"]
+    assert len(names["query"]) == counts.query == round(3368 * scale)
+    assert len(gallery) == counts.bounding_box_test
+    assert sum(n.startswith("-1_") for n in gallery) == counts.junk == round(3819 * scale)
+    assert sum(n.startswith("0000_") for n in gallery) == counts.distractors
+    market = load_market(root)
+    assert len(market["query"]) == counts.query
+    assert len(market["gallery"]) == counts.gallery  # junk dropped
+    assert len({r.pid for r in market["query"]}) == counts.identities == 15
+    # One query per camera per identity, and for every query a gallery view of its identity
+    # from another camera: each one is a valid query under the market1501 protocol.
+    query_views = [(r.pid, r.camid) for r in market["query"]]
+    assert len(set(query_views)) == len(query_views)
+    gallery_cams = defaultdict(set)
+    for record in market["gallery"]:
+        gallery_cams[record.pid].add(record.camid)
+    for pid, cam in query_views:
+        assert gallery_cams[pid] - {cam}, (pid, cam)
+    # Kept when current, refused when drawn otherwise.
+    assert demo.write_market_scale_dataset(tmp_path, seed=4, scale=scale) == root
+    with pytest.raises(PcbError, match="delete"):
+        demo.write_market_scale_dataset(tmp_path, seed=4, scale=0.03)

@@ -16,6 +16,8 @@ from pcb.layout import RunLayout
 pytestmark = pytest.mark.slow
 
 IDENTITIES = 24
+# LoadGen's rules shortened to keep the test short (its defaults: 10 s, 100 queries).
+QUICK_LOADGEN = ["--min-duration", "0.5", "--min-queries", "8", "--repeats", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunLayout]
         ["preprocess", "--dataset", str(dataset), "--run", str(run), "--quiet"],
         ["infer", "--run", str(run), "--batch-size", "8", "--quiet"],
         ["evaluate", "--dataset", str(dataset), "--run", str(run)],
-        ["perf", "--run", str(run), "--batch-sizes", "1,2", "--iterations", "2", "--quiet"],
+        ["perf", "--run", str(run), "--batch-sizes", "1,2", *QUICK_LOADGEN, "--quiet"],
         ["report", "--run", str(run)],
     ]
     for argv in steps:
@@ -91,3 +93,23 @@ def test_rerun_reuses_finished_work(demo_run, capsys):
     assert main(["preprocess", "--dataset", str(dataset), "--run", run, "--quiet"]) == 0
     assert main(["infer", "--run", run, "--quiet"]) == 0
     assert dump.stat().st_mtime_ns == before
+
+
+def test_loadgen_summary_is_in_the_perf_records(demo_run):
+    from pcb.perf import read_perf_records
+
+    _, layout = demo_run
+    records = read_perf_records(layout.perf_path("onnxruntime"))
+    assert [r.batch_size for r in records] == [1, 2]
+    for record in records:
+        assert record.timer.startswith("mlperf-loadgen") and record.repeats == 2
+        assert record.stable is not None and record.cv is not None
+        assert record.load_before and record.load_after
+        offline = record.extra["loadgen"]["offline"]
+        assert [run["summary"]["scenario"] for run in offline] == ["Offline", "Offline"]
+        assert all(run["summary"]["samples_per_second"] > 0 for run in offline)
+    single = records[0].extra["loadgen"]["single_stream"]["summary"]
+    assert single["scenario"] == "SingleStream" and "99.00" in single["percentiles_ns"]
+    report = json.loads(layout.report_json.read_text())
+    entry = report["throughput"]["cpu-onnxruntime-fp32"]
+    assert entry["timing"] == "wall (LoadGen)" and "LoadGen Offline" in entry["timed"]

@@ -61,7 +61,8 @@ def make_run(dataset: Path, run: Path) -> Path:
     make_tiny_model(run / "model" / "pcb.onnx")
     assert main(["infer", "--run", str(run), "--quiet"]) == 0
     assert main(["evaluate", *args]) == 0
-    perf = ["perf", "--run", str(run), "--batch-sizes", "1", "--iterations", "1", "--quiet"]
+    perf = ["perf", "--run", str(run), "--batch-sizes", "1", "--timer", "fixed"]
+    perf += ["--iterations", "1", "--quiet"]
     assert main(perf) == 0
     return run
 

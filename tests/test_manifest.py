@@ -245,7 +245,8 @@ def evaluated(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_tiny_model(run / "model" / "pcb.onnx")
     assert main(["infer", "--run", str(run), "--quiet"]) == 0
     assert main(["evaluate", "--dataset", data, "--run", str(run)]) == 0
-    args = ["perf", "--run", str(run), "--batch-sizes", "1,2", "--iterations", "2", "--quiet"]
+    args = ["perf", "--run", str(run), "--batch-sizes", "1,2", "--timer", "fixed"]
+    args += ["--iterations", "2", "--quiet"]
     assert main(args) == 0
     return run
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,10 @@ def test_batch_sizes_from_option_string():
         ({"infer_batch_size": "-2"}, r"infer_batch_size = -2"),
         ({"perf_iterations": 1.5}, r"perf_iterations = 1.5"),
         ({"executor": "k8s"}, r"executor = 'k8s': expected one of"),
+        ({"perf_timer": "stopwatch"}, r"perf_timer = 'stopwatch': expected loadgen or fixed"),
+        ({"perf_min_duration": "-1"}, r"perf_min_duration = '-1': expected seconds"),
+        ({"perf_min_queries": 0}, r"perf_min_queries = 0: expected an integer >= 1"),
+        ({"perf_repeats": "0"}, r"perf_repeats = 0: expected an integer >= 1"),
     ],
 )
 def test_bad_values_are_refused(overrides, message):
@@ -74,12 +79,23 @@ def test_stage_arguments():
         "1,8",
         "--warmup",
         "1",
-        "--iterations",
+        "--timer",
+        "loadgen",
+        "--min-duration",
+        "10",
+        "--min-queries",
+        "100",
+        "--repeats",
         "3",
         "--threads",
         "0",
         "--quiet",
     ]
+    fixed = stage_call("perf", replace(settings, perf_timer="fixed")).argv()
+    assert fixed[fixed.index("--timer") :][:4] == ["--timer", "fixed", "--iterations", "3"]
+    assert "--min-duration" not in fixed
+    quick = stage_call("perf", replace(settings, perf_min_duration=0.5)).argv()
+    assert quick[quick.index("--min-duration") + 1] == "0.5"
     export = stage_call("export", settings)
     assert export.image == "export"
     assert export.args[:2] == ("--checkpoint", Path("data/PCB_3_7.pt"))
@@ -89,10 +105,28 @@ def test_stage_arguments():
 def test_every_stage_call_parses_with_the_cli():
     from pcb.cli.parser import build_parser
 
-    settings = settings_from_config({}, demo=True, static_batch_sizes="4")
+    settings = settings_from_config({}, demo=True, static_batch_sizes="4", int8=True, torch=True)
     for call in full_pipeline(settings):
         args = build_parser().parse_args(call.argv())
         assert args.stage == call.stage
+
+
+def test_torch_platform_joins_before_the_report():
+    calls = full_pipeline(settings_from_config({}, demo=True, torch="torch-bf16"))
+    assert [call.stage for call in calls[-5:]] == ["infer", "evaluate", "parity", "perf", "report"]
+    infer, evaluate, parity, perf = calls[-5:-1]
+    # PyTorch is in the export image only; evaluation and parity read dumps (runtime image).
+    assert [c.image for c in (infer, evaluate, parity, perf)] == [
+        "export",
+        "runtime",
+        "runtime",
+        "export",
+    ]
+    assert all(c.argv()[c.argv().index("--backend") + 1] == "torch-bf16" for c in calls[-5:-1])
+    assert settings_from_config({}, torch=True).torch == "torch"
+    assert settings_from_config({}, torch=False).torch == ""
+    with pytest.raises(PcbError, match=r"pcb.torch = 'torch-int8': expected false, true or one"):
+        settings_from_config({}, torch="torch-int8")
 
 
 def test_int8_platform_joins_before_the_report():

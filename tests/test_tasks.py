@@ -146,7 +146,8 @@ def test_full_demo(recorder: Recorder):
         ["evaluate", "--dataset", "data/demo/Market-1501-v15.09.15", "--run", "results/demo",
          "--backend", "onnxruntime"],
         ["perf", "--run", "results/demo", "--backend", "onnxruntime", "--batch-sizes",
-         "1,4,8,16,32,64", "--warmup", "1", "--iterations", "5", "--threads", "0"],
+         "1,4,8,16,32,64", "--warmup", "1", "--timer", "loadgen", "--min-duration", "10",
+         "--min-queries", "100", "--repeats", "3", "--threads", "0"],
         ["report", "--run", "results/demo"],
     ]  # fmt: skip
     assert recorder.checked == [recorder.calls]  # every call checked before the first ran
@@ -262,11 +263,19 @@ def test_perf_on_the_npu_takes_the_npu_settings(recorder: Recorder):
     # --warmup overrides npu_warmup for ais_bench; npu_loop (not perf_iterations) times it.
     assert args[args.index("--warmup") + 1] == "2" and args[args.index("--iterations") + 1] == "7"
     recorder.calls.clear()
-    tasks.perf(context(npu_loop=7), iterations="3", precision="int8", demo=True)
+    tasks.perf(context(npu_loop=7), iterations="3", timer="fixed", precision="int8", demo=True)
     [call] = recorder.calls
     args = call.argv()
     assert call.image == "runtime" and args[args.index("--iterations") + 1] == "3"
     assert args[-2:] == ["--precision", "int8"]
+    # LoadGen's run rules from the task's options, over invoke.yaml's.
+    recorder.calls.clear()
+    tasks.perf(context(perf_min_duration=10), min_duration="0.5", min_queries="64", demo=True)
+    [call] = recorder.calls
+    args = call.argv()
+    assert args[args.index("--timer") :][:5] == ["--timer", "loadgen", "--min-duration", "0.5",
+                                                  "--min-queries"]  # fmt: skip
+    assert args[args.index("--min-queries") + 1] == "64"
 
 
 def test_stage_options_without_a_setting_reach_the_stage(recorder: Recorder):

@@ -16,6 +16,9 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "onnxruntime": ("pcb.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
     "onnxruntime-int8": ("pcb.backends.onnxruntime_int8_backend", "OnnxRuntimeInt8Backend"),
     "tensorrt": ("pcb.backends.tensorrt_backend", "TensorRTBackend"),
+    "torch": ("pcb.torch_backend", "TorchBackend"),
+    "torch-bf16": ("pcb.torch_backend", "TorchBf16Backend"),
+    "torch-fp16": ("pcb.torch_backend", "TorchFp16Backend"),
 }
 
 KNOWN_BACKENDS: tuple[str, ...] = tuple(_REGISTRY)

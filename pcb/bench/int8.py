@@ -33,9 +33,13 @@ from .common import (
 )
 from .workspace import DemoRun
 
-TARGET_SPEEDUP = 3.0
-TARGET_MEAN_COSINE = 0.99
-TARGET_TOP1_POINTS = 1.0
+# VNNI's int8 dot products do 4 multiply-accumulates where fp32 FMA does one: about 4 x is
+# the ceiling, 3.8 x the target (issue 16).
+TARGET_SPEEDUP = 3.8
+TARGET_MEAN_COSINE = 0.999
+TARGET_TOP1_POINTS = 0.5
+# The top-1 target needs this many queries to mean anything (one query = 0.1 point).
+MIN_AGREEMENT_QUERIES = 1000
 FEATURE_BATCH = 16
 
 
@@ -176,6 +180,11 @@ def bench_int8(config: BenchConfig, run: DemoRun, workdir: Path | None = None) -
             note=(
                 f"fp32 {100 * agree['top1']['fp32']:.1f}%, int8 {100 * agree['top1']['int8']:.1f}%"
                 f" over {agree['queries']} demo queries (untrained weights)"
+                + (
+                    ""
+                    if agree["queries"] >= MIN_AGREEMENT_QUERIES
+                    else f"; fewer than the {MIN_AGREEMENT_QUERIES} queries the target asks"
+                )
             ),
         ),
         Figure(
@@ -188,10 +197,13 @@ def bench_int8(config: BenchConfig, run: DemoRun, workdir: Path | None = None) -
             ),
         ),
     ]
+    from ..quantize import recipe
+
     result.details = {
         "threads": threads,
         "per_batch": rows,
         "agreement": agree,
         "model": str(int8_path),
+        "recipe": recipe(),
     }
     return result

@@ -19,12 +19,26 @@ from tabulate import tabulate
 from ..errors import PcbError
 from ..fileio import atomic_write_json
 from .common import BenchConfig, BenchResult, Figure, load_average, machine
+from .compare import compare, read_bench
+from .compare import render as render_comparison
 from .workspace import DemoRun, prepare_demo_run
 
 # In run order: rerun first, since it must start from nothing and leaves the demo run that
-# cpu_inference and int8 then reuse; preprocessing next, while this process is small (its
-# workers are forks of it) and before the model benchmarks leave thread pools behind.
-BENCHMARKS = ("rerun", "preprocessing", "evaluation", "cpu_inference", "int8")
+# cpu_inference, loadgen, torch and int8 then reuse; preprocessing next, while this process
+# is small (its workers are forks of it) and before the model benchmarks leave thread pools
+# behind; market_scale last: the longest, and its stages are processes of their own.
+BENCHMARKS = (
+    "rerun",
+    "preprocessing",
+    "evaluation",
+    "cpu_inference",
+    "loadgen",
+    "torch",
+    "int8",
+    "market_scale",
+)
+# The demo run these share (made by rerun, or here when rerun is not asked for).
+_ON_DEMO_RUN = ("cpu_inference", "loadgen", "torch", "int8")
 DEFAULT_OUT = Path("results/bench")
 
 
@@ -107,8 +121,11 @@ def run_bench(
     from .cpu_inference import bench_cpu_inference
     from .evaluation import bench_evaluation
     from .int8 import bench_int8
+    from .loadgen import bench_loadgen
+    from .market_scale import bench_market_scale
     from .preprocessing import bench_preprocessing
     from .rerun import bench_rerun
+    from .torch_backend import bench_torch
 
     names = list(only) if only else list(BENCHMARKS)
     started = datetime.now(timezone.utc)
@@ -124,13 +141,18 @@ def run_bench(
                 result, demo = _call(
                     name, lambda: bench_rerun(config, workdir / "rerun"), log, quiet
                 )
-            elif name in ("cpu_inference", "int8"):
+            elif name in _ON_DEMO_RUN:
                 if demo is None:
                     demo = prepare_demo_run(workdir / "demo")
-                if name == "cpu_inference":
-                    func = partial(bench_cpu_inference, config, demo)
-                else:
-                    func = partial(bench_int8, config, demo, workdir / "int8")
+                func = {
+                    "cpu_inference": partial(bench_cpu_inference, config, demo),
+                    "loadgen": partial(bench_loadgen, config, demo, workdir / "loadgen"),
+                    "torch": partial(bench_torch, config, demo),
+                    "int8": partial(bench_int8, config, demo, workdir / "int8"),
+                }[name]
+                result, _ = _call(name, func, log, quiet)
+            elif name == "market_scale":
+                func = partial(bench_market_scale, config, workdir / "market")
                 result, _ = _call(name, func, log, quiet)
             elif name == "preprocessing":
                 result, _ = _call(
@@ -176,11 +198,18 @@ def run_bench(
     return payload
 
 
-def task_argv(quick: bool, only: str | None, threads: int | str, out: str | Path) -> list[str]:
+def task_argv(
+    quick: bool,
+    only: str | None,
+    threads: int | str,
+    out: str | Path,
+    compare: str | Path | None = None,
+) -> list[str]:
     """`invoke bench`'s options as main's command line."""
     argv = ["--threads", str(threads), "--out", str(out)]
     argv += ["--quick"] if quick else []
     argv += ["--only", only] if only else []
+    argv += ["--compare", str(compare)] if compare else []
     return argv
 
 
@@ -195,11 +224,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for <date>.json")
     parser.add_argument("--threads", type=int, default=0, help="threads (0 = all cores)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="OLD.json",
+        help="an earlier run's JSON: print every figure beside it as new / old",
+    )
     args = parser.parse_args(argv)
     try:
         only = parse_only(args.only)
         config = (BenchConfig.quick_mode if args.quick else BenchConfig.full)(args.threads)
+        # Read before the run: a wrong path should fail in a second, not after 20 minutes.
+        old = read_bench(args.compare) if args.compare else None
         payload = run_bench(config, only, args.out, keep=args.keep)
+        if old is not None:
+            payload["compared_with"] = str(args.compare)
+            print()
+            print(render_comparison(compare(payload, old), payload, old))
     except PcbError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -80,6 +80,15 @@ def perf(args: argparse.Namespace) -> None:
         options = _given(args, "devices", "iterations", "warmup", "aoe", "dynamic", "quiet")
         ais_perf(RunLayout(args.run), _require_chip(args), args.batch_sizes, **options)
         return
+    if args.timer == "loadgen":
+        from ..measure.loadgen_harness import LoadGenRules
+        from ..measure.perf_loadgen import MeasureSettings, run_perf_loadgen
+
+        rules = LoadGenRules(round(1000 * args.min_duration), args.min_queries, name="perf")
+        measure = MeasureSettings(rules, warmup=args.warmup, repeats=args.repeats)
+        options = _given(args, "backend", "batch_sizes", "threads", "quiet", "force")
+        run_perf_loadgen(RunLayout(args.run), settings=measure, **options)
+        return
     from ..infer import run_perf
 
     options = _given(args, "backend", "batch_sizes", "warmup", "iterations", "threads")

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..constants import DEFAULT_BATCH_SIZES, REFERENCE_BACKEND
+from ..constants import DEFAULT_BATCH_SIZES, REFERENCE_BACKEND, TORCH_BACKENDS
+from ..measure import DEFAULT_MIN_DURATION_S, DEFAULT_MIN_QUERIES, DEFAULT_REPEATS, PERF_TIMERS
 from ..tensorrt.engine_cache import CALIBRATION_BATCH, CALIBRATION_IMAGES
 from ..tensorrt.trtexec import DEFAULT_PRECISION, PRECISIONS, TRTEXEC
 from ..tensorrt.trtexec_output import DEFAULT_TOLERANCE
@@ -288,9 +289,10 @@ OPTIONS: tuple[Option, ...] = (
         "backend",
         "--backend",
         ("infer", "perf"),
-        "inference backend (ais_bench: an Ascend NPU, needs --chip)",
+        "inference backend (ais_bench: an Ascend NPU, needs --chip; torch, torch-bf16, "
+        "torch-fp16: PyTorch, on a CUDA GPU where there is one, fp16 only there)",
         default="onnxruntime",
-        choices=("onnxruntime", "ais_bench"),
+        choices=("onnxruntime", "ais_bench", *TORCH_BACKENDS),
         setting="backend",
     ),
     Option(
@@ -352,11 +354,49 @@ OPTIONS: tuple[Option, ...] = (
         "iterations",
         "--iterations",
         ("perf",),
-        "timed batches",
+        "timed batches per batch size (--timer fixed; ais_bench's --loop)",
         type=positive_int,
         default=5,
         setting="perf_iterations",
         npu_setting="npu_loop",
+    ),
+    # How the in-process backends are timed (ais_bench times itself: these do not apply).
+    Option(
+        "timer",
+        "--timer",
+        ("perf",),
+        "loadgen: MLPerf LoadGen's Offline (repeated) and SingleStream scenarios under its run "
+        "rules (--min-duration, --min-queries); fixed: --iterations batches per batch size",
+        default=PERF_TIMERS[0],
+        choices=PERF_TIMERS,
+        setting="perf_timer",
+    ),
+    Option(
+        "min_duration",
+        "--min-duration",
+        ("perf",),
+        "LoadGen: seconds each scenario runs at least (LoadGen's own default: 10)",
+        type=non_negative_float,
+        default=DEFAULT_MIN_DURATION_S,
+        setting="perf_min_duration",
+    ),
+    Option(
+        "min_queries",
+        "--min-queries",
+        ("perf",),
+        "LoadGen: queries each scenario issues at least (LoadGen's own default: 100)",
+        type=positive_int,
+        default=DEFAULT_MIN_QUERIES,
+        setting="perf_min_queries",
+    ),
+    Option(
+        "repeats",
+        "--repeats",
+        ("perf",),
+        "LoadGen: Offline runs per batch size; their spread says whether the figure is stable",
+        type=positive_int,
+        default=DEFAULT_REPEATS,
+        setting="perf_repeats",
     ),
     # ---- Ascend ---------------------------------------------------------------------------------
     Option(

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..ascend.chips import AUTO, backend_key
 from ..cli.options import stage_option
-from ..constants import REFERENCE_BACKEND
+from ..constants import REFERENCE_BACKEND, TORCH_BACKENDS
 from ..errors import PcbError
 from ..tensorrt.engine_cache import CALIBRATION_BATCH
 from ..tensorrt.names import dump_backend
@@ -75,6 +75,11 @@ def preprocess_call(settings: Settings) -> StageCall:
     return StageCall("preprocess", "runtime", args)
 
 
+def _cpu_image(backend: str) -> str:
+    """The image of an in-process backend: PyTorch is in the export image only."""
+    return "export" if backend in TORCH_BACKENDS else "runtime"
+
+
 def infer_call(
     settings: Settings, backend: str | None = None, aoe: bool | None = None, int8: bool = False
 ) -> StageCall:
@@ -93,7 +98,7 @@ def infer_call(
     args += ("--threads", str(settings.threads), *_quiet(settings))
     if int8:
         args += ("--precision", "int8")
-    return StageCall("infer", "runtime", args)
+    return StageCall("infer", _cpu_image(backend), args)
 
 
 def evaluate_call(settings: Settings, backend: str | None = None) -> StageCall:
@@ -107,8 +112,8 @@ def evaluate_call(settings: Settings, backend: str | None = None) -> StageCall:
 def perf_call(
     settings: Settings, backend: str | None = None, aoe: bool | None = None, int8: bool = False
 ) -> StageCall:
-    """onnxruntime throughput (perf_warmup, perf_iterations), or ais_bench's on every NPU
-    device at once (npu_warmup, npu_loop)."""
+    """onnxruntime throughput (perf_warmup; LoadGen's run rules, or perf_iterations with the
+    fixed timer), or ais_bench's on every NPU device at once (npu_warmup, npu_loop)."""
     backend = backend or settings.backend
     run, sizes = settings.run_dir, join_ints(settings.batch_sizes)
     if backend == NPU_BACKEND:
@@ -119,11 +124,17 @@ def perf_call(
         args += (*_variant(aoe, settings.dynamic), *_quiet(settings))
         return StageCall("perf", "cann", args, npu_devices=settings.devices)
     args = ("--run", run, "--backend", backend, "--batch-sizes", sizes)
-    args += ("--warmup", str(settings.perf_warmup), "--iterations", str(settings.perf_iterations))
+    args += ("--warmup", str(settings.perf_warmup), "--timer", settings.perf_timer)
+    if settings.perf_timer == "fixed":
+        args += ("--iterations", str(settings.perf_iterations))
+    else:
+        args += ("--min-duration", f"{settings.perf_min_duration:g}")
+        args += ("--min-queries", str(settings.perf_min_queries))
+        args += ("--repeats", str(settings.perf_repeats))
     args += ("--threads", str(settings.threads), *_quiet(settings))
     if int8:
         args += ("--precision", "int8")
-    return StageCall("perf", "runtime", args)
+    return StageCall("perf", _cpu_image(backend), args)
 
 
 def quantize_call(settings: Settings) -> StageCall:

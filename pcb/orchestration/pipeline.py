@@ -89,6 +89,18 @@ def int8_calls(settings: Settings) -> list[StageCall]:
     ]
 
 
+def torch_calls(settings: Settings) -> list[StageCall]:
+    """The PyTorch platform (settings.torch names its backend) beside onnxruntime: infer,
+    evaluate, parity against onnxruntime's features, perf."""
+    backend = settings.torch
+    return [
+        infer_call(settings, backend),
+        evaluate_call(settings, backend),
+        parity_call(settings, backend),
+        perf_call(settings, backend),
+    ]
+
+
 def trt_calls(settings: Settings, accuracy: bool = True, parity: bool = True) -> list[StageCall]:
     """The TensorRT stages (docs/tensorrt.md): [trt-calibrate (int8),] trt-perf; with
     `accuracy` trt-infer and its evaluation, and with `parity` the comparison of its features
@@ -119,13 +131,16 @@ def insert_trt(calls: Sequence[StageCall], trt: Sequence[StageCall]) -> list[Sta
 
 def full_pipeline(settings: Settings) -> list[StageCall]:
     """Every stage `invoke full` runs; demo-data only for a demo run; with a chip, the Ascend
-    stages too (ascend_pipeline); with int8, the CPU INT8 platform before the report; with trt,
+    stages too (ascend_pipeline); with int8 and torch, the CPU INT8 and PyTorch platforms before
+    the report; with trt,
     the TensorRT stages too (the GPU stages right after preprocess, parity against
     onnxruntime before the report)."""
     calls = ascend_pipeline(settings) if settings.chip else cpu_pipeline(settings)
     if settings.int8:
         # Before the report, which then shows the int8 column beside fp32.
         calls = [*calls[:-1], *int8_calls(settings), calls[-1]]
+    if settings.torch:
+        calls = [*calls[:-1], *torch_calls(settings), calls[-1]]
     if settings.trt:
         calls = insert_trt(calls, trt_calls(settings))
     return calls

@@ -7,8 +7,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..constants import DEFAULT_BATCH_SIZES
+from ..constants import DEFAULT_BATCH_SIZES, TORCH_BACKENDS
 from ..errors import PcbError, did_you_mean
+from ..measure import DEFAULT_MIN_DURATION_S, DEFAULT_MIN_QUERIES, DEFAULT_REPEATS, PERF_TIMERS
 
 DEMO_DIR = Path("data/demo")
 DEMO_DATASET = DEMO_DIR / "Market-1501-v15.09.15"
@@ -33,6 +34,12 @@ class Settings:
     workers: int = 0
     perf_warmup: int = 1
     perf_iterations: int = 5
+    # The in-process backends' timer (pcb/measure/): LoadGen under its run rules, or "fixed"
+    # (perf_iterations batches); ais_bench and trtexec time themselves.
+    perf_timer: str = PERF_TIMERS[0]
+    perf_min_duration: float = DEFAULT_MIN_DURATION_S
+    perf_min_queries: int = DEFAULT_MIN_QUERIES
+    perf_repeats: int = DEFAULT_REPEATS
     executor: str = "docker"
     # Image builds (see build_inputs.py): "auto" = the pinned default base if it can be had,
     # else the Debian base `invoke base-image` makes without a registry; "offline" = that base.
@@ -62,6 +69,8 @@ class Settings:
     parity_threshold: float = 0.99
     # Also the CPU INT8 platform: quantize, infer, evaluate, parity and perf at int8.
     int8: bool = False
+    # Also the PyTorch platform (torch_backend): infer, evaluate, parity and perf with it.
+    torch: str = ""
     # TensorRT (docs/tensorrt.md): `invoke trt`, or `invoke full --trt` for the whole pipeline.
     trt: bool = False
     trt_precision: str = "fp16"
@@ -91,6 +100,8 @@ _INT_TUPLES = {"batch_sizes", "static_batch_sizes", "trt_batch_sizes"}
 _POSITIVE = {
     "infer_batch_size",
     "perf_iterations",
+    "perf_min_queries",
+    "perf_repeats",
     "demo_identities",
     "npu_loop",
     "trt_calib_images",
@@ -162,6 +173,35 @@ def _fraction(key: str, value: Any) -> float:
     return number
 
 
+def _seconds(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not number >= 0.0:
+        raise PcbError(f"invoke.yaml: pcb.{key} = {value!r}: expected seconds, a number >= 0")
+    return number
+
+
+def _perf_timer(key: str, value: Any) -> str:
+    if value not in PERF_TIMERS:
+        raise PcbError(
+            f"invoke.yaml: pcb.{key} = {value!r}: expected {' or '.join(PERF_TIMERS)} (LoadGen, "
+            "or a fixed number of batches: perf_iterations)"
+        )
+    return str(value)
+
+
+def _torch_backend(value: Any) -> str:
+    """ "" or false: no torch platform; true: torch (fp32); or one of the torch backends."""
+    if value in (None, False, ""):
+        return ""
+    name = TORCH_BACKENDS[0] if value is True else str(value).strip()
+    if name not in TORCH_BACKENDS:
+        raise PcbError(f"expected false, true or one of {', '.join(TORCH_BACKENDS)}")
+    return name
+
+
 def _cann_python(key: str, value: Any) -> str:
     text = "" if value is None else str(value).strip()
     if text not in ("", "3.10", "3.11", "3.12"):
@@ -217,7 +257,10 @@ _READERS: dict[str, Callable[[str, Any], Any]] = {
     "aoe": _bool,
     "dynamic": _bool,
     "parity_threshold": _fraction,
+    "perf_timer": _perf_timer,
+    "perf_min_duration": _seconds,
     "int8": _bool,
+    "torch": _checked(_torch_backend),
     "trt": _bool,
     "trt_precision": _checked(_trt_precision),
     "gpus": _checked(_gpus),

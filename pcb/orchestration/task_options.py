@@ -135,7 +135,14 @@ FULL = (
     CHECKPOINT,
     RUN,
     TaskOption("batch_sizes", "perf batch sizes, e.g. 1,4,8,16,32,64", setting="batch_sizes"),
-    TaskOption("iterations", "timed batches per batch size", setting="perf_iterations"),
+    TaskOption("timer", "perf timer: loadgen (default) or fixed", setting="perf_timer"),
+    TaskOption(
+        "min_duration", "LoadGen: seconds each scenario runs at least", setting="perf_min_duration"
+    ),
+    TaskOption("warmup", "untimed batches per batch size", setting="perf_warmup"),
+    TaskOption(
+        "iterations", "timed batches per batch size (--timer fixed)", setting="perf_iterations"
+    ),
     QUIET,
     CHIP,
     DEVICES,
@@ -160,6 +167,12 @@ FULL = (
         "AP with tied distances ranked one by one (ranked, default) or grouped as sklearn's "
         "average_precision_score does (grouped, what the upstream evaluation prints)",
         setting="ap_ties",
+    ),
+    TaskOption(
+        "torch",
+        "also the PyTorch platform: torch, torch-bf16 or torch-fp16 (CUDA); infer, evaluate, "
+        "parity and perf with it, in the export image",
+        setting="torch",
     ),
     FORCE_ALL,
     *RUNNING,
@@ -266,9 +279,14 @@ LOCKS = (
 )
 BENCH = (
     TaskOption("quick", "a smaller run, about 2 minutes on 2 cores (full: about 5)", switch=True),
-    TaskOption("only", "comma-separated: rerun,preprocessing,evaluation,cpu_inference,int8"),
+    TaskOption(
+        "only",
+        "comma-separated: rerun,preprocessing,evaluation,cpu_inference,loadgen,torch,int8,"
+        "market_scale",
+    ),
     TaskOption("threads", "0 = all cores", default=0),
     TaskOption("out", "folder for <date>.json (default results/bench)", default="results/bench"),
+    TaskOption("compare", "an earlier run's <date>.json: print every figure beside it, new / old"),
 )
 
 

@@ -27,6 +27,8 @@ SCOPES = (
     "per card = a whole accelerator card (a 310 card holds 4 chips); per gpu = one GPU."
 )
 DUPLICATE_MARK = "*"
+# Before a figure whose repeats spread more than the stability rule allows (pcb/measure/).
+UNSTABLE_MARK = "~"
 NO_THROUGHPUT = (
     "No throughput measured in these runs: `python -m pcb perf` measures it (the guide's "
     "published figures are in comparison.json)."
@@ -116,8 +118,9 @@ def throughput_rows(
     columns = table["columns"]
     duplicated = _duplicated(comparison) if table["show"] == "latest" else set()
     headers = ["batch", *(c["header"] for c in columns)]
-    source_row, scope_row = ["source"], ["scope"]
+    source_row, scope_row, timed_row = ["source"], ["scope"], ["timed"]
     for column in columns:
+        timed_row.append(column.get("timing") or "")
         ids = {v["source"] for v in column["values"].values()}
         if column["kind"] == "measured":
             source_row.append("measured" + (_mark(style, ids.pop()) if len(ids) == 1 else ""))
@@ -127,6 +130,8 @@ def throughput_rows(
             source_row.append("ratio")
         scope_row.append(f"per {column['scope']}" if column["scope"] else "")
     rows = [source_row, scope_row]
+    if any(column.get("timing") for column in columns):
+        rows.append(timed_row)
     for batch in table["batches"]:
         row = [str(batch)]
         for column in columns:
@@ -135,6 +140,8 @@ def throughput_rows(
                 row.append("-")
                 continue
             text = _format(column["kind"], cell["value"])
+            if cell.get("stable") is False:
+                text = UNSTABLE_MARK + text
             ids = {v["source"] for v in column["values"].values()}
             if column["kind"] == "measured" and len(ids) > 1:
                 text += _mark(style, cell["source"])  # a column mixing runs marks every cell
@@ -196,6 +203,46 @@ def duplicate_notes(
     return notes
 
 
+def _shown(entry: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {b: c["measurements"][c["shown"]] for b, c in entry["cells"].items()}
+
+
+def timing_notes(comparison: Mapping[str, Any], style: str = "text") -> list[str]:
+    """Per measured column what its clock covered, then which figures are not to be read as
+    exact: unstable repeats (marked ~) and runs LoadGen called INVALID."""
+    notes = []
+    for platform, entry in comparison["throughput"].items():
+        if entry.get("timed"):
+            notes.append(f"{platform} timed: {entry['timed']}.")
+    unstable, invalid = [], []
+    for platform, entry in comparison["throughput"].items():
+        for batch, m in _shown(entry).items():
+            if m.get("stable") is False:
+                cv = m.get("cv")
+                spread = "" if cv is None else f", CV {100 * cv:.1f} %"
+                load = m.get("load_before"), m.get("load_after")
+                load_text = (
+                    f", load average {load[0][0]:.2f} -> {load[1][0]:.2f}" if all(load) else ""
+                )
+                repeats = f"{m.get('repeats')} repeats{spread}{load_text}"
+                unstable.append(f"{platform} bs{batch} ({repeats})")
+            if m.get("loadgen_valid") is False:
+                invalid.append(f"{platform} bs{batch}")
+    if unstable:
+        notes.append(
+            f"{UNSTABLE_MARK} unstable, not exact: the repeats of {'; '.join(unstable)} are more "
+            "than 10 % apart (largest over smallest, perf_analyzer's rule): other work shared "
+            "the machine, or the runs were too short; measure again on a quiet machine."
+        )
+    if invalid:
+        notes.append(
+            f"LoadGen called the runs of {', '.join(invalid)} INVALID by its rules (too short or "
+            f"too few queries; its logs are under <run>/perf/loadgen/): raise "
+            f"{_code(style, '--min-duration')} / {_code(style, '--min-queries')}."
+        )
+    return notes
+
+
 def throughput_notes(comparison: Mapping[str, Any], style: str = "text") -> list[str]:
     published = comparison["published"]
     notes = [
@@ -220,6 +267,7 @@ def throughput_notes(comparison: Mapping[str, Any], style: str = "text") -> list
             "No ratio column: the default pairs every measured NPU platform with every measured "
             "GPU platform; choose pairs with --ratios A/B (a published column too: 310P_aoe/T4)."
         )
+    notes += timing_notes(comparison, style)
     for platform, entry in comparison["throughput"].items():
         notes += duplicate_notes(platform, entry, comparison["table"]["show"], style)
     if comparison["demo"]:

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import PcbError
+from ..perf import timing_label, timing_of
 from .published import GUIDE_COLUMNS, GUIDE_SCOPE, GUIDE_THROUGHPUT, PUBLISHED_SOURCE
 from .runs import Measurement, RunRecords, Source, SourceIndex
 
@@ -30,12 +31,17 @@ CLASS_ORDER = ("NPU", "GPU", "CPU", "other")
 PUBLISHED_PREFIX = "guide "
 
 
-def platform_class(backend: str, tool: str) -> str:
+# A backend that runs where it finds a device (torch: a CUDA GPU, else the CPU) says so in its
+# records' scope.
+SCOPE_CLASSES = {"gpu": "GPU", "chip": "NPU", "card": "NPU", "process": "CPU"}
+
+
+def platform_class(backend: str, tool: str, scope: str = "") -> str:
     for name in (tool, backend):
         found = PLATFORM_CLASSES.get(name.strip().lower())
         if found:
             return found
-    return "other"
+    return SCOPE_CLASSES.get(scope, "other")
 
 
 def best_throughput(by_batch: Mapping[int, float]) -> tuple[int, float]:
@@ -95,6 +101,16 @@ def _measurement_dict(m: Measurement, sources: SourceIndex) -> dict[str, Any]:
         "tool_version": r.tool_version,
         "extra": r.extra,
         "source": sources.entry(m.source),
+        # How far the figure can be trusted, and what its clock covered (pcb/measure/).
+        "timed": timing_of(r)[0],
+        "timer": timing_of(r)[1],
+        "timing": timing_label(r),
+        "stable": r.stable,
+        "cv": r.cv,
+        "repeats": r.repeats,
+        "loadgen_valid": r.loadgen_valid,
+        "load_before": r.load_before,
+        "load_after": r.load_after,
     }
 
 
@@ -108,12 +124,14 @@ def platform_entries(
         shown = {b: m.record.images_per_s for b, m in latest.items()}
         newest = max(latest.values(), key=lambda m: _when(m.source)).record
         entries[platform] = {
-            "class": platform_class(newest.backend, newest.tool),
+            "class": platform_class(newest.backend, newest.tool, newest.scope),
             "backend": newest.backend,
             "tool": newest.tool,
             "tool_version": newest.tool_version,
             "device": newest.device,
             "scope": newest.scope,
+            "timed": timing_of(newest)[0],
+            "timing": timing_label(newest),
             **_per_batch_and_best(shown),
             "cells": {
                 str(b): {
@@ -230,6 +248,8 @@ def _measured_columns(throughput: Mapping[str, Mapping[str, Any]], show: str) ->
     for platform in sorted(throughput, key=lambda p: _class_rank(throughput[p])):
         entry = throughput[platform]
         base = {"kind": "measured", "key": platform, "scope": entry["scope"]}
+        # Reports written before the timing fields existed have none.
+        base["timing"] = entry.get("timing", "")
         base["class"] = entry["class"]
         # Under --show all a platform timed by several runs gets one column per run and file.
         by_source: dict[str, dict[str, dict[str, Any]]] = {}
@@ -242,6 +262,8 @@ def _measured_columns(throughput: Mapping[str, Mapping[str, Any]], show: str) ->
                     "value": m["images_per_s"],
                     "source": src["id"],
                     "scope": m["scope"],
+                    "stable": m.get("stable"),
+                    "loadgen_valid": m.get("loadgen_valid"),
                 }
         runs = [key.split("|")[0] for key in by_source]
         for key, values in by_source.items():
