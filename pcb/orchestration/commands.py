@@ -56,7 +56,9 @@ def run_calls(
             print(docker.preview(call).command)
         return
     executor = executor or executor_for(settings, host_root)
-    check_hosts(calls, executor.name, host_root)
+    # This host is checked for the calls it runs; a remote engine's stage checks its own host.
+    here = [c for c in calls if getattr(executor, "is_local", lambda call: True)(c)]
+    check_hosts(here, executor.name, host_root)
     if build and executor.name == "docker":
         builds.build(settings, sorted({call.image for call in calls}))
     for call in calls:
@@ -177,7 +179,8 @@ def build_images(
 
 
 def clean(settings: Settings, *, dry_run: bool = False, containers_only: bool = False) -> None:
-    """`invoke clean`: leftover pcb containers and stale pcb images of this checkout."""
+    """`invoke clean`: leftover pcb containers and stale pcb images of this checkout; on each
+    remote engine of `settings.engines` (--engine), its containers and run volumes too."""
     from .engine import connect
     from .images import PROJECT_ROOT
     from .lifecycle import clean as clean_engine
@@ -188,6 +191,13 @@ def clean(settings: Settings, *, dry_run: bool = False, containers_only: bool = 
         connect(), PROJECT_ROOT, dry_run=dry_run, images=not containers_only, bases=bases
     )
     print("\n".join(report.lines()))
+    # Each remote engine of the settings (--engine): its leftover containers and run volumes.
+    from .endpoints import Endpoint, client_for
+    from .remote_executor import clean_engine as clean_remote
+
+    for endpoint in sorted({endpoint for _, endpoint in settings.engines}):
+        client = client_for(Endpoint(endpoint), "clean")
+        print("\n".join(clean_remote(client, endpoint, dry_run=dry_run)))
 
 
 def base_image(force: bool = False) -> None:
