@@ -34,7 +34,8 @@ from ..record.digest import DIGEST_BYTES, file_digest
 EXCLUDED = (".pcb.lock", ".pcb/digests")
 BATCH_BYTES = 64 << 20
 LIST_FILE = "/tmp/pcb-transfer-list.json"
-PACK_FILE = "/tmp/pcb-transfer-out.tar"
+PACK_FILE = "/tmp/pcb-transfer-pack.tar"
+OUT_FILE, ERR_FILE = "/tmp/pcb-transfer-out", "/tmp/pcb-transfer-err"
 
 # The helper's program: stdlib only, so that any image with a python3 runs it (runtime, cann,
 # tensorrt). `sleep`: stay up while the transfers run; `list LISTFILE`: {path: [size, digest]}
@@ -177,16 +178,33 @@ class Helper:
     stage: str
 
     def _exec(self, *argv: str) -> bytes:
-        code, (out, err) = self.container.exec_run(
-            ["python3", "-c", HELPER, *argv], demux=True, user="0:0"
-        )
+        """Run the helper's program with argv; its stdout. Detached, polled, its output read
+        back from files: an attached exec over ssh:// breaks the SDK's connection as it closes
+        (docker/docker-py#3218, BrokenPipeError in sshconn.close)."""
+        api = self.container.client.api
+        command = ["sh", "-c", f'python3 -c "$0" "$@" >{OUT_FILE} 2>{ERR_FILE}', HELPER, *argv]
+        exec_id = api.exec_create(self.container.id, command, user="0:0")["Id"]
+        api.exec_start(exec_id, detach=True)
+        pause = 0.05
+        while (state := api.exec_inspect(exec_id)).get("Running"):
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+        code = state.get("ExitCode")
         if code != 0:
-            text = (err or out or b"").decode(errors="replace").strip()[-800:]
+            text = self.read(ERR_FILE).decode(errors="replace").strip()[-800:]
             raise PcbError(
                 f"stage {self.stage} on {self.where}: the transfer helper failed "
                 f"({argv[0]}, exit status {code}): {text}"
             )
-        return out or b""
+        return self.read(OUT_FILE)
+
+    def read(self, path: str) -> bytes:
+        """One small file of the helper container."""
+        stream, _ = self.container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.next()
+            handle = tar.extractfile(member) if member is not None else None
+            return handle.read() if handle is not None else b""
 
     def _put_list(self, paths: Sequence[str]) -> None:
         self.put(_tar_of({LIST_FILE: json.dumps(list(paths)).encode()}, 0, 0))
