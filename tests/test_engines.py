@@ -105,7 +105,7 @@ def test_dry_run_names_the_engine_and_the_command_line_for_it(in_tmp, tmp_path):
     lines = describe_plan(cpu_pipeline(settings), settings)
     text = "\n".join(lines)
     assert "[2/7] export (pcb-export on local)" in text
-    assert f"[4/7] infer (pcb-runtime on {SSH})" in text
+    assert f"[4/7] infer (pcb-runtime on {SSH}; its inputs sent to volumes" in text
     assert f"DOCKER_HOST={SSH} docker run --rm" in text
     data, results = volume_names(settings.results_dir)
     assert f"-v {data}:/data:ro -v {results}:/results" in text
@@ -161,3 +161,15 @@ def test_upload_tar_gives_folders_and_files_to_the_stage_user(tmp_path):
         ]
         assert {(m.uid, m.gid) for m in members.values()} == {(1000, 1000)}
         assert tar.extractfile("results/run/model/pcb.onnx").read() == b"onnx"
+
+
+def test_print_docker_gives_each_stage_its_engine(in_tmp, capsys):
+    from pcb.orchestration import commands
+
+    settings = remote_settings(in_tmp)
+    commands.run_calls(settings, cpu_pipeline(settings)[1:4], print_docker=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3  # export here, preprocess and infer there
+    assert lines[0].startswith("docker run") and f"-v {in_tmp}" in lines[0]
+    assert all(line.startswith(f"DOCKER_HOST={SSH} docker run") for line in lines[1:])
+    assert all(str(in_tmp) not in line for line in lines[1:])

@@ -21,7 +21,7 @@ import pytest
 
 from pcb.errors import PcbError
 from pcb.orchestration import commands, images
-from pcb.orchestration.docker_executor import DockerExecutor, executor_for
+from pcb.orchestration.docker_executor import executor_for
 from pcb.orchestration.endpoints import Endpoint, client_for
 from pcb.orchestration.executors import EngineRouter
 from pcb.orchestration.owner import LABEL_CHECKOUT
@@ -77,22 +77,11 @@ def local_images():
     return client
 
 
-def demo_settings(root: Path, **engines):
-    config = {
-        "data_dir": str(root / "data"),
-        "results_dir": str(root / "results"),
-        "batch_sizes": [1, 2],
-        "perf_iterations": 2,
-        "quiet": True,
-    }
+def demo_settings(**engines):
+    """The demo's settings, small perf; its data/ and results/ are the working folder's."""
+    config = {"batch_sizes": [1, 2], "perf_iterations": 2, "quiet": True}
     settings = settings_from_config(config, demo=True)
-    # The demo's data paths, under this run's own data folder.
-    return replace(
-        settings,
-        dataset=root / "data" / "demo" / "Market-1501-v15.09.15",
-        checkpoint=root / "data" / "demo" / "PCB_demo.pt",
-        engines=tuple(sorted(engines.items())),
-    )
+    return replace(settings, engines=tuple(sorted(engines.items())))
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -114,31 +103,36 @@ def two_runs(tmp_path_factory, local_images, ssh_path, engine2):
     """The demo all on this host's engine, then export here and the rest over ssh:// on the
     second engine (the same demo data: demo-data is deterministic; it is copied, not remade)."""
     here, there = tmp_path_factory.mktemp("all-local"), tmp_path_factory.mktemp("two-engines")
-    local = demo_settings(here)
-    calls = cpu_pipeline(local)
-    executor = executor_for(local)
-    executor.run(calls[0])  # demo-data, not timed: the two-engine run copies its output
-    started = time.monotonic()
-    for call in calls[1:]:
-        executor.run(call)
-    local_s = time.monotonic() - started
-    shutil.copytree(here / "data", there / "data")
-    remote = demo_settings(there, runtime=ssh_path)
-    router = executor_for(remote)
-    assert isinstance(router, EngineRouter)
-    started = time.monotonic()
-    for call in cpu_pipeline(remote)[1:]:  # no demo-data: copied above
-        router.run(call)
-    remote_s = time.monotonic() - started
-    remote_executor = router.remote["runtime"]
-    yield {
-        "local": local.run_dir,
-        "remote": remote.run_dir,
-        "settings": remote,
-        "executor": remote_executor,
-        "seconds": (local_s, remote_s),
-    }
-    commands.clean(remote, containers_only=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(here)
+        local = demo_settings()
+        calls = cpu_pipeline(local)
+        executor = executor_for(local)
+        executor.run(calls[0])  # demo-data, not timed: the two-engine run copies its output
+        started = time.monotonic()
+        for call in calls[1:]:
+            executor.run(call)
+        local_s = time.monotonic() - started
+        shutil.copytree(here / "data", there / "data")
+        patch.chdir(there)
+        remote = demo_settings(runtime=ssh_path)
+        router = executor_for(remote)
+        assert isinstance(router, EngineRouter)
+        started = time.monotonic()
+        for call in cpu_pipeline(remote)[1:]:  # no demo-data: copied above
+            router.run(call)
+        remote_s = time.monotonic() - started
+        remote_executor = router.remote["runtime"]
+        volumes = set(volume_names(remote.results_dir))
+        yield {
+            "local": here / "results" / "demo",
+            "remote": there / "results" / "demo",
+            "settings": remote,
+            "executor": remote_executor,
+            "volumes": volumes,
+            "seconds": (local_s, remote_s),
+        }
+        commands.clean(remote, containers_only=True)
 
 
 def test_bins_dumps_and_evaluation_match_an_all_local_run(two_runs):
@@ -179,16 +173,15 @@ def test_the_second_engine_saw_volumes_only_and_named_its_host(two_runs, engine2
     for attrs in executor.created:
         assert not attrs["HostConfig"].get("Binds")
         assert {m["Type"] for m in attrs["Mounts"]} == {"volume"}, attrs["Mounts"]
-        assert {m["Name"] for m in attrs["Mounts"]} <= set(
-            volume_names(two_runs["settings"].results_dir)
-        )
+        assert {m["Name"] for m in attrs["Mounts"]} <= two_runs["volumes"]
     record = json.loads((two_runs["remote"] / "eval" / "onnxruntime.json").read_text())
     assert record["host"] == engine2.info()["Name"]
     manifest = json.loads((two_runs["remote"] / "manifest.json").read_text())
     assert "export" in json.dumps(manifest) and "evaluate" in json.dumps(manifest)
 
 
-def test_a_rerun_sends_and_fetches_nothing(two_runs):
+def test_a_rerun_sends_and_fetches_nothing(two_runs, monkeypatch):
+    monkeypatch.chdir(two_runs["remote"].parent.parent)
     executor: RemoteExecutor = two_runs["executor"]
     settings = two_runs["settings"]
     before_sent, before_received = executor.sent.bytes_sent, executor.received.bytes_received
@@ -202,10 +195,12 @@ class Cut(Exception):
     """A transfer cut off half-way (as a dropped connection or Ctrl-C would)."""
 
 
-def test_an_interrupted_transfer_resumes_with_what_is_missing(tmp_path, local_images, ssh_path):
-    root = tmp_path
-    settings = demo_settings(root, runtime=ssh_path)
-    DockerExecutor.for_settings(settings).run(cpu_pipeline(settings)[0])  # demo-data
+def test_an_interrupted_transfer_resumes_with_what_is_missing(
+    two_runs, tmp_path, monkeypatch, ssh_path
+):
+    monkeypatch.chdir(tmp_path)
+    settings = demo_settings(runtime=ssh_path)
+    shutil.copytree(two_runs["local"].parent.parent / "data", tmp_path / "data")  # demo-data
     preprocess = next(c for c in cpu_pipeline(settings) if c.stage == "preprocess")
     batches: list[tuple[int, int]] = []
 
@@ -260,8 +255,11 @@ def test_a_refused_ssh_login_names_the_engine_and_stage(ssh_path):
     assert wrong in str(error.value) and "stage infer" in str(error.value)
 
 
-def test_a_failing_remote_stage_names_host_and_stage(tmp_path, local_images, ssh_path, engine2):
-    settings = demo_settings(tmp_path, runtime=ssh_path)
+def test_a_failing_remote_stage_names_host_and_stage(
+    tmp_path, monkeypatch, local_images, ssh_path, engine2
+):
+    monkeypatch.chdir(tmp_path)
+    settings = demo_settings(runtime=ssh_path)
     (tmp_path / "results" / "demo").mkdir(parents=True)
     infer = next(c for c in cpu_pipeline(settings) if c.stage == "infer")  # no model: fails
     executor = RemoteExecutor.for_settings(settings, Endpoint(ssh_path))
@@ -275,7 +273,10 @@ def test_a_failing_remote_stage_names_host_and_stage(tmp_path, local_images, ssh
         drop_volumes(settings)
 
 
-def test_clean_leaves_nothing_of_this_checkout_on_either_engine(two_runs, engine2, ssh_path):
+def test_clean_leaves_nothing_of_this_checkout_on_either_engine(
+    two_runs, engine2, ssh_path, monkeypatch
+):
+    monkeypatch.chdir(two_runs["remote"].parent.parent)
     settings = two_runs["settings"]
     assert engine2.volumes.list(filters=CHECKOUT)  # the runs left their volumes
     commands.clean(settings, containers_only=True)

@@ -8,6 +8,7 @@ order on the settings' executor."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,8 @@ def run_calls(
         print("\n".join(describe_plan(calls, settings, host_root, executor)))
         return
     if print_docker:
-        from .docker_executor import DockerExecutor
-
-        docker = DockerExecutor.for_settings(settings, host_root)
+        # Containers even with `executor: local`, each on the engine its image is set to.
+        docker = executor_for(replace(settings, executor="docker"), host_root)
         for call in calls:
             print(docker.preview(call).command)
         return

@@ -155,14 +155,12 @@ class RemoteExecutor:
         spec = self.spec(call, image_def(call.image).latest)
         data, results = volume_names(self.results_dir)
         command = f"{self.endpoint.cli_prefix()} {spec.to_docker_run().removeprefix('docker ')}"
-        where = f"pcb-{call.image} on {self.endpoint}"
-        return Preview(
-            where,
-            f"{command}\n  (first: what it reads goes to volumes {data} and {results} on "
-            f"{self.endpoint}; after: its run folder comes back here, by content)",
-            spec.command,
-            spec.environment,
+        # The transfers have no docker command line: the dry run says they happen.
+        where = (
+            f"pcb-{call.image} on {self.endpoint}; its inputs sent to volumes {data} and "
+            f"{results} there first, its run folder fetched back after"
         )
+        return Preview(where, command, spec.command, spec.environment)
 
     # ---- running --------------------------------------------------------------------------
 
