@@ -111,6 +111,28 @@ def engine_for(engines: Iterable[tuple[str, str]], image: str) -> Endpoint:
     return Endpoint(dict(engines).get(image, LOCAL))
 
 
+def _quiet_ssh_close() -> None:
+    """docker-py's ssh transport, closing a connection whose ssh process has ended already,
+    writes to its closed stdin and raises BrokenPipeError (docker/docker-py#3218, open); from a
+    connection dropped by the pool that is one "Exception ignored" traceback per request on
+    stderr. The connection is gone either way: let closing it be quiet."""
+    from docker.transport import sshconn
+
+    close = sshconn.SSHSocket.close
+    if getattr(close, "_pcb_quiet", False):
+        return
+
+    def quiet_close(self: Any) -> None:
+        try:
+            close(self)
+        except BrokenPipeError:
+            if self.proc is not None:
+                self.proc.terminate()
+
+    quiet_close._pcb_quiet = True  # type: ignore[attr-defined]
+    sshconn.SSHSocket.close = quiet_close  # type: ignore[method-assign]
+
+
 def client_for(endpoint: Endpoint, stage: str = "", timeout: int = 120) -> Any:
     """A docker.DockerClient for the endpoint, checked with a ping; PcbError naming the engine
     (and the stage that needed it) with what to check when it does not answer."""
@@ -138,6 +160,8 @@ def client_for(endpoint: Endpoint, stage: str = "", timeout: int = 120) -> Any:
             if base_url.startswith("tcp://"):
                 environment = {**os.environ, "DOCKER_HOST": base_url}
                 tls = docker.utils.kwargs_from_env(environment=environment).get("tls")
+        if str(base_url).startswith("ssh://"):
+            _quiet_ssh_close()
         client = docker.DockerClient(
             base_url=base_url,
             tls=tls or False,
@@ -158,8 +182,12 @@ def client_for(endpoint: Endpoint, stage: str = "", timeout: int = 120) -> Any:
 def _hint(endpoint: Endpoint) -> str:
     text = endpoint.text
     if text.startswith("ssh://"):
+        from urllib.parse import urlsplit
+
+        url = urlsplit(text)
+        port = f"-p {url.port} " if url.port else ""
         return (
-            f"Check that `ssh {text.removeprefix('ssh://').split('/')[0]} docker version` works "
+            f"Check that `ssh {port}{url.username}@{url.hostname} docker version` works "
             "from this machine without a password prompt (key in ssh-agent or ~/.ssh/config, "
             "host in known_hosts) and that the remote user may use its engine (docker group)."
         )

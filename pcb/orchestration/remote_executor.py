@@ -211,24 +211,32 @@ class RemoteExecutor:
             self._volumes(client, call)
             helper = self._helper(client, call, image)
             try:
-                uploaded = send(
-                    helper,
-                    self.roots(call, outputs=False),
-                    *IMAGE_USER,
-                    batch_bytes=self.batch_bytes,
-                    on_batch=self.on_batch,
-                )
-                self.sent.add(uploaded)
+                uploaded = TransferStats()
+                try:
+                    send(
+                        helper,
+                        self.roots(call, outputs=False),
+                        *IMAGE_USER,
+                        batch_bytes=self.batch_bytes,
+                        on_batch=self.on_batch,
+                        stats=uploaded,
+                    )
+                finally:  # what a cut-off transfer had sent counts too
+                    self.sent.add(uploaded)
                 self.log(_line(call.stage, where, "sent", uploaded))
                 status = self._run_stage(client, call, spec, where)
                 if status == 0:
-                    fetched = fetch(
-                        helper,
-                        self.roots(call, outputs=True),
-                        batch_bytes=self.batch_bytes,
-                        on_batch=self.on_batch,
-                    )
-                    self.received.add(fetched)
+                    fetched = TransferStats()
+                    try:
+                        fetch(
+                            helper,
+                            self.roots(call, outputs=True),
+                            batch_bytes=self.batch_bytes,
+                            on_batch=self.on_batch,
+                            stats=fetched,
+                        )
+                    finally:
+                        self.received.add(fetched)
                     self.log(_line(call.stage, where, "fetched", fetched))
             finally:
                 _remove(helper.container)

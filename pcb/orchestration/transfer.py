@@ -248,12 +248,18 @@ def upload(
     *,
     batch_bytes: int = BATCH_BYTES,
     on_batch: OnBatch | None = None,
+    stats: TransferStats | None = None,
 ) -> TransferStats:
     """Send what the far side lacks under the roots, owned by uid:gid there; then check every
     sent file's digest there. An interruption leaves whole files only: a re-run sends the
-    rest."""
+    rest. `stats` (returned) counts as it goes: what an interrupted call had sent."""
     started = time.monotonic()
-    stats = TransferStats()
+    stats = stats if stats is not None else TransferStats()
+    # Each root's folders (and the volume's top) are uid:gid's even when nothing is sent, so
+    # that the stage may write where it writes, as it may in the folder here.
+    folders = {str(p) for root in roots for p in PurePosixPath(root.remote).parents}
+    folders |= {root.remote for root in roots if root.local.is_dir()}
+    helper.put(_folders_tar(sorted(folders - {"/"}), uid, gid))
     here = local_listing(roots)
     there = helper.listing([root.remote for root in roots])
     send = differing(here, there)
@@ -280,6 +286,17 @@ def upload(
             )
     stats.seconds = time.monotonic() - started
     return stats
+
+
+def _folders_tar(folders: Sequence[str], uid: int, gid: int) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for folder in folders:
+            info = tarfile.TarInfo(folder.lstrip("/"))
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, uid, gid
+            info.mtime = int(time.time())
+            tar.addfile(info)
+    return buffer.getvalue()
 
 
 def _write_tar(out: IO[bytes], paths: Sequence[str], roots: Sequence[Root], uid: int, gid: int):
@@ -310,11 +327,12 @@ def download(
     *,
     batch_bytes: int = BATCH_BYTES,
     on_batch: OnBatch | None = None,
+    stats: TransferStats | None = None,
 ) -> TransferStats:
     """Fetch what differs under the roots from the far side: each file hashed as it is written
     and renamed into place only when its digest is the listed one."""
     started = time.monotonic()
-    stats = TransferStats()
+    stats = stats if stats is not None else TransferStats()
     there = helper.listing([root.remote for root in roots])
     here = local_listing(roots)
     fetch = differing(there, here)
