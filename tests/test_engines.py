@@ -11,11 +11,12 @@ import pytest
 
 from pcb.errors import PcbError
 from pcb.orchestration import endpoints, transfer
-from pcb.orchestration.docker_executor import DockerExecutor, executor_for
+from pcb.orchestration.docker_executor import DockerExecutor
 from pcb.orchestration.dry_run import describe_plan
 from pcb.orchestration.executors import EngineRouter
 from pcb.orchestration.pipeline import cpu_pipeline
 from pcb.orchestration.remote_executor import RemoteExecutor, volume_names
+from pcb.orchestration.routing import executor_for
 from pcb.orchestration.settings import Settings, settings_from_config
 
 SSH = "ssh://pcbremote@127.0.0.1:2222"

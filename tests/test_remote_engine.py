@@ -21,12 +21,12 @@ import pytest
 
 from pcb.errors import PcbError
 from pcb.orchestration import commands, images
-from pcb.orchestration.docker_executor import executor_for
 from pcb.orchestration.endpoints import Endpoint, client_for
 from pcb.orchestration.executors import EngineRouter
 from pcb.orchestration.owner import LABEL_CHECKOUT
 from pcb.orchestration.pipeline import cpu_pipeline
 from pcb.orchestration.remote_executor import RemoteExecutor, volume_names
+from pcb.orchestration.routing import executor_for
 from pcb.orchestration.settings import settings_from_config
 from pcb.orchestration.transfer import BATCH_BYTES
 

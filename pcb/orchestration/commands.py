@@ -16,11 +16,11 @@ from ..cli.options import BY_NAME, FORCEABLE
 from ..errors import PcbError
 from . import builds
 from .argv import NPU_BACKEND, report_call, stage_call
-from .docker_executor import executor_for
 from .dry_run import describe_plan
 from .executors import Executor
 from .pipeline import full_pipeline, import_pipeline, trt_pipeline
 from .preflight import check_hosts, resolve_auto_chip
+from .routing import executor_for
 from .settings import Settings
 from .stage import StageCall, with_options
 
@@ -51,7 +51,9 @@ def run_calls(
         return
     if print_docker:
         # Containers even with `executor: local`, each on the engine its image is set to.
-        docker = executor_for(replace(settings, executor="docker"), host_root)
+        from . import routing
+
+        docker = routing.executor_for(replace(settings, executor="docker"), host_root)
         for call in calls:
             print(docker.preview(call).command)
         return

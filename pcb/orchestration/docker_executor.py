@@ -385,21 +385,9 @@ class DockerExecutor:
 
 
 def executor_for(settings: Settings, host_root: Path = Path("/")) -> Executor:
-    """The settings' executor: docker (each stage in its container, on the engine its image is
-    set to by `engines`) or local. `host_root`: where the Ascend host files are looked for (a
-    test's fake host)."""
+    """The settings' executor on this host: docker (each stage in its container) or local.
+    `host_root`: where the Ascend host files are looked for (a test's fake host). With other
+    engines set, routing.executor_for is the one to call."""
     if settings.executor == "local":
         return LocalExecutor()
-    docker = DockerExecutor.for_settings(settings, host_root)
-    if not settings.engines:
-        return docker
-    from .endpoints import Endpoint
-    from .executors import EngineRouter
-    from .remote_executor import RemoteExecutor
-
-    # One executor per engine: its client, and what it sent, are shared by its images.
-    by_endpoint = {
-        endpoint: RemoteExecutor.for_settings(settings, Endpoint(endpoint))
-        for endpoint in {endpoint for _, endpoint in settings.engines}
-    }
-    return EngineRouter(docker, {image: by_endpoint[e] for image, e in settings.engines})
+    return DockerExecutor.for_settings(settings, host_root)
