@@ -174,3 +174,76 @@ def test_print_docker_gives_each_stage_its_engine(in_tmp, capsys):
     assert lines[0].startswith("docker run") and f"-v {in_tmp}" in lines[0]
     assert all(line.startswith(f"DOCKER_HOST={SSH} docker run") for line in lines[1:])
     assert all(str(in_tmp) not in line for line in lines[1:])
+
+
+# ---- images on the far engine (fake engines: the real one is tests/test_remote_engine.py) ------
+
+
+class FakeImage:
+    def __init__(self, image_id: str, tags: list[str]) -> None:
+        self.id, self.tags, self.tagged = image_id, tags, []
+
+    def tag(self, repository: str, tag: str) -> None:
+        self.tagged.append(f"{repository}:{tag}")
+
+    def save(self, named=None):
+        return iter([f"tar of {self.id} as {named}".encode()])
+
+
+class FakeImages:
+    def __init__(self, images: dict[str, FakeImage]) -> None:
+        self.by_ref, self.loaded = dict(images), []
+
+    def get(self, reference: str) -> FakeImage:
+        from docker.errors import ImageNotFound
+
+        if reference not in self.by_ref:
+            raise ImageNotFound(reference)
+        return self.by_ref[reference]
+
+    def load(self, data) -> None:
+        self.loaded.append(b"".join(data))
+        self.by_ref.update(LOADED)
+
+
+class FakeEngine:
+    def __init__(self, images: dict[str, FakeImage]) -> None:
+        self.images = FakeImages(images)
+
+
+HERE = FakeImage("sha256:aaa", ["pcb-runtime:1234abcd", "pcb-runtime:latest"])
+LOADED = {"pcb-runtime:1234abcd": FakeImage("sha256:aaa", ["pcb-runtime:1234abcd"])}
+
+
+def test_the_image_is_loaded_where_missing_and_checked_by_id():
+    from pcb.orchestration.remote_executor import ensure_image
+
+    local = FakeEngine({"pcb-runtime:latest": HERE})
+    remote = FakeEngine({})
+    lines: list[str] = []
+    assert ensure_image(local, remote, "runtime", "e2", lines.append) == (
+        "pcb-runtime:1234abcd",
+        "sha256:aaa",
+    )
+    assert remote.images.loaded == [b"tar of sha256:aaa as pcb-runtime:1234abcd"]
+    assert "loading pcb-runtime:1234abcd into e2" in lines[0]
+
+
+def test_a_remote_content_tag_naming_other_content_is_refused():
+    from pcb.orchestration.remote_executor import ensure_image
+
+    local = FakeEngine({"pcb-runtime:latest": HERE})
+    remote = FakeEngine({"pcb-runtime:1234abcd": FakeImage("sha256:bbb", [])})
+    with pytest.raises(PcbError, match="the same content tag must mean the same image"):
+        ensure_image(local, remote, "runtime", "e2", print)
+    assert remote.images.loaded == []
+
+
+def test_the_same_image_under_another_tag_is_only_tagged():
+    from pcb.orchestration.remote_executor import ensure_image
+
+    local = FakeEngine({"pcb-runtime:latest": HERE})
+    there = FakeImage("sha256:aaa", ["pcb-runtime:latest"])
+    remote = FakeEngine({"pcb-runtime:latest": there, "sha256:aaa": there})
+    ensure_image(local, remote, "runtime", "e2", print)
+    assert there.tagged == ["pcb-runtime:1234abcd"] and remote.images.loaded == []
