@@ -138,15 +138,6 @@ def two_runs(tmp_path_factory, local_images, ssh_path, engine2):
 
 def test_bins_dumps_and_evaluation_match_an_all_local_run(two_runs):
     local, remote = two_runs["local"], two_runs["remote"]
-    # Every bin and dump, and the split lists (the records beside them name a time and host).
-    bins_here, bins_there = tree(local / "bins", "*.bin"), tree(remote / "bins", "*.bin")
-    assert len(bins_here) > 100 and bins_here == bins_there
-    assert tree(local / "bins", "*.info") == tree(remote / "bins", "*.info")
-    dumps = tree(local / "dumps", "*.bin")
-    assert len(dumps) > 100 and dumps == tree(remote / "dumps", "*.bin")
-    assert evaluation(local) == evaluation(remote)
-    assert tree(local / "model", "*.onnx") == tree(remote / "model", "*.onnx")
-    assert (remote / "report.json").is_file() and (remote / "comparison.md").is_file()
     executor: RemoteExecutor = two_runs["executor"]
     sent, received = executor.sent, executor.received
     print(
@@ -156,6 +147,16 @@ def test_bins_dumps_and_evaluation_match_an_all_local_run(two_runs):
         f"to report: all-local {two_runs['seconds'][0]:.1f} s, two engines "
         f"{two_runs['seconds'][1]:.1f} s"
     )
+    # Every bin and dump, and the split lists (the records beside them name a time and host).
+    bins_here, bins_there = tree(local / "bins", "*.bin"), tree(remote / "bins", "*.bin")
+    assert len(bins_here) > 100 and bins_here == bins_there
+    assert tree(local / "bins", "*.info") == tree(remote / "bins", "*.info")
+    dumps = tree(local / "dumps", "*.bin")
+    assert len(dumps) > 100 and dumps == tree(remote / "dumps", "*.bin")
+    assert evaluation(local) == evaluation(remote)
+    assert tree(local / "model", "*.onnx") == tree(remote / "model", "*.onnx")
+    compared = {p.name for p in local.glob("comparison.*")}
+    assert "comparison.md" in compared and compared == {p.name for p in remote.glob("comparison.*")}
     # Preprocessing was done there: the bins (most of the bytes) never went out, they only
     # came back.
     bins_bytes = sum(len(b) for b in bins_there.values())
