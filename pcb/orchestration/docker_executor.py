@@ -439,8 +439,9 @@ class DockerExecutor:
 
 
 def executor_for(settings: Settings, host_root: Path = Path("/")) -> Executor:
-    """The settings' executor: docker (each stage in its container) or local. `host_root`:
-    where the Ascend host files are looked for (a test's fake host)."""
+    """The settings' executor on this host: docker (each stage in its container) or local.
+    `host_root`: where the Ascend host files are looked for (a test's fake host). With other
+    engines set, routing.executor_for is the one to call."""
     if settings.executor == "local":
         return LocalExecutor()
     return DockerExecutor.for_settings(settings, host_root)

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..cli.preview import tool_commands
-from .docker_executor import executor_for
 from .executors import Executor
 from .gpus import gpus_label
+from .routing import executor_for
 from .settings import Settings
 from .spec import npu_host
 from .stage import StageCall

@@ -1,10 +1,11 @@
 """Where a stage call runs, behind one small interface: on this host (`LocalExecutor`), or in
-its container on the Docker engine (`docker_executor.DockerExecutor`).
+its container on the Docker engine (`docker_executor.DockerExecutor`), or on another engine
+through volumes (`remote_executor.RemoteExecutor`); `EngineRouter` sends each call to the one
+its image is set to (the `engines` setting).
 
 An executor previews a call (the command line that would run, and the stage's argv and
 environment as the stage sees them: what a dry run shows) and runs it (a PcbError when it
-fails). A further executor, one that runs containers on another engine, implements the same
-two methods.
+fails). A further executor (a Kubernetes Job per stage, say) implements the same two methods.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -57,3 +58,33 @@ class LocalExecutor:
         if result.returncode != 0:
             raise PcbError(f"stage {call.stage} failed with exit status {result.returncode}")
 
+
+class EngineRouter:
+    """Each call on the executor of its image (`remote`), or on `default` (this host's
+    engine): `engines: {runtime: ssh://user@npu-host}` runs the runtime stages there."""
+
+    name = "docker"
+
+    def __init__(self, default: Executor, remote: Mapping[str, Executor]) -> None:
+        self.default, self.remote = default, dict(remote)
+
+    @property
+    def images(self) -> dict[str, str]:
+        """The content tags a build made, by image: the local executor's, which the remote
+        executors send on (`run_calls` hands a build's tags over through this)."""
+        return getattr(self.default, "images", {})
+
+    def executor(self, call: StageCall) -> Executor:
+        return self.remote.get(call.image, self.default)
+
+    def is_local(self, call: StageCall) -> bool:
+        return call.image not in self.remote
+
+    def preview(self, call: StageCall) -> Preview:
+        preview = self.executor(call).preview(call)
+        if self.is_local(call):
+            return replace(preview, where=f"{preview.where} on local")
+        return preview
+
+    def run(self, call: StageCall) -> None:
+        self.executor(call).run(call)

@@ -82,6 +82,9 @@ class Settings:
     # Memory a stage container may use (swap included): "auto" = the host's memory less a
     # tenth, a size such as 16g, or 0 / "none" for no limit (limits.py says why).
     memory_limit: str = "auto"
+    # The Docker engine of each image (export, runtime, cann, tensorrt), as (image, endpoint)
+    # pairs; none listed = this host's engine for all (endpoints.py, docs/hosts.md).
+    engines: tuple[tuple[str, str], ...] = ()
 
     @property
     def run_dir(self) -> Path:
@@ -247,6 +250,12 @@ def _ap_ties(value: Any) -> str:
     return text
 
 
+def _engines(value: Any) -> tuple[tuple[str, str], ...]:
+    from .endpoints import parse_engines
+
+    return parse_engines(value)
+
+
 # Settings with a reader of their own: key -> read(key, value).
 _READERS: dict[str, Callable[[str, Any], Any]] = {
     "chip": _checked(_chip),
@@ -267,6 +276,7 @@ _READERS: dict[str, Callable[[str, Any], Any]] = {
     "trt_image": _checked(_trt_image),
     "memory_limit": _checked(_memory_limit),
     "ap_ties": _checked(_ap_ties),
+    "engines": _checked(_engines),
 }
 
 

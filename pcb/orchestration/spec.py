@@ -70,16 +70,18 @@ GpuSelection = Union[int, Sequence[str], None]  # count (-1: all), device ids, o
 
 @dataclass(frozen=True)
 class Mount:
-    """A bind mount of a host path."""
+    """A bind mount of a host path, or (kind "volume") a named volume of the engine: what a
+    remote engine's containers get instead of this host's folders (remote_executor.py)."""
 
-    source: str  # absolute host path
+    source: str  # absolute host path, or the volume's name
     target: str  # path in the container
     read_only: bool = True
+    kind: str = "bind"
 
     def to_sdk(self) -> Any:
         from docker.types import Mount as SdkMount
 
-        return SdkMount(self.target, self.source, type="bind", read_only=self.read_only)
+        return SdkMount(self.target, self.source, type=self.kind, read_only=self.read_only)
 
     def to_cli(self) -> str:
         return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")

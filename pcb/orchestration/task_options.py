@@ -85,7 +85,14 @@ DRY_RUN = TaskOption(
     "print every container and command that would run, in order; run nothing",
     switch=True,
 )
-RUNNING = (LOCAL, PRINT_DOCKER, DRY_RUN)
+ENGINE = TaskOption(
+    "engine",
+    "IMAGE=ENDPOINT: run that image's stages on another Docker engine (a context name, "
+    "unix://, tcp://, ssh://user@host; docs/hosts.md), repeatable; a bare ENDPOINT: all images",
+    setting="engines",
+    iterable=True,
+)
+RUNNING = (LOCAL, ENGINE, PRINT_DOCKER, DRY_RUN)
 
 RUN = TaskOption("run", "run folder name under results/ (default from invoke.yaml)", setting="run")
 QUIET = TaskOption(
@@ -263,6 +270,13 @@ BUILD = (
 CLEAN = (
     TaskOption("dry_run", "list what would be removed; remove nothing", switch=True),
     TaskOption("containers_only", "leave the images alone", switch=True),
+    TaskOption(
+        "engine",
+        "also a remote engine (ENDPOINT or IMAGE=ENDPOINT, repeatable; default: those of "
+        "pcb.engines): its leftover containers and this checkout's run volumes",
+        setting="engines",
+        iterable=True,
+    ),
 )
 BASE_IMAGE = (TaskOption("force", "rebuild even when the Debian base image exists", switch=True),)
 LOCKS = (
