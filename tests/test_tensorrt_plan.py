@@ -3,6 +3,7 @@ listing, and the pre-flight error on a host without the NVIDIA runtime."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -254,7 +255,8 @@ def test_dry_run_shows_the_flags_of_the_chosen_image(roots: Roots):
     with pytest.raises(PcbError, match="trt_image '7.2' is not one of the checked"):
         calls(roots, trt_image="7.2")
     assert "[3/4] evaluate (pcb-runtime)" in lines
-    assert "pcb-runtime:latest evaluate" in text and "--backend tensorrt-fp16" in text
+    # The content tag this checkout built, or :latest before any build (issue 14).
+    assert re.search(r"pcb-runtime:\S+ evaluate", text) and "--backend tensorrt-fp16" in text
 
 
 def test_dry_run_local_uses_host_paths_and_the_chosen_device(roots: Roots):
