@@ -33,6 +33,16 @@ _CHECKS = {
     "early stopping satisfied": "early_stopping",
 }
 
+# The summary's numeric lines (lower-cased key -> field).
+_NUMBERS = {
+    "samples per second": "samples_per_second",
+    "qps w/ loadgen overhead": "qps_with_overhead",
+    "qps w/o loadgen overhead": "qps_without_overhead",
+    "min latency (ns)": "min_latency_ns",
+    "max latency (ns)": "max_latency_ns",
+    "mean latency (ns)": "mean_latency_ns",
+}
+
 
 @dataclass(frozen=True)
 class LoadGenSummary:
@@ -157,18 +167,8 @@ def parse_summary(text: str, source: str = "mlperf_log_summary.txt") -> LoadGenS
             fields["valid"] = value.upper() == "VALID"
         elif name in _CHECKS:
             fields["checks"][_CHECKS[name]] = value.lower().startswith("yes")
-        elif name == "samples per second":
-            fields["samples_per_second"] = _number(value, where)
-        elif name == "qps w/ loadgen overhead":
-            fields["qps_with_overhead"] = _number(value, where)
-        elif name == "qps w/o loadgen overhead":
-            fields["qps_without_overhead"] = _number(value, where)
-        elif name == "min latency (ns)":
-            fields["min_latency_ns"] = _number(value, where)
-        elif name == "max latency (ns)":
-            fields["max_latency_ns"] = _number(value, where)
-        elif name == "mean latency (ns)":
-            fields["mean_latency_ns"] = _number(value, where)
+        elif name in _NUMBERS:
+            fields[_NUMBERS[name]] = _number(value, where)
         elif match := _PERCENTILE.match(key):
             fields["percentiles_ns"][match.group(1)] = _number(value, where)
         elif (match := _TARGET_PERCENTILE.match(key)) and section == "results":
