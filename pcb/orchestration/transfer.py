@@ -134,6 +134,16 @@ def differing(source: Listing, target: Listing) -> list[str]:
     return [path for path, entry in source.items() if target.get(path) != entry]
 
 
+def _to_move(
+    source: Listing, target: Listing, batch_bytes: int, stats: TransferStats
+) -> list[list[str]]:
+    """What differs, in batches; what the target already holds counted in `stats`."""
+    move = differing(source, target)
+    stats.files_already = len(source) - len(move)
+    stats.bytes_already = sum(source[p][0] for p in source if p not in move)
+    return batches(move, source, batch_bytes)
+
+
 def batches(paths: Sequence[str], listing: Listing, limit: int = BATCH_BYTES) -> list[list[str]]:
     """The paths in runs of at most `limit` bytes (a bigger file alone)."""
     out: list[list[str]] = []
@@ -262,10 +272,7 @@ def upload(
     helper.put(_folders_tar(sorted(folders - {"/"}), uid, gid))
     here = local_listing(roots)
     there = helper.listing([root.remote for root in roots])
-    send = differing(here, there)
-    stats.files_already = len(here) - len(send)
-    stats.bytes_already = sum(here[p][0] for p in here if p not in send)
-    groups = batches(send, here, batch_bytes)
+    groups = _to_move(here, there, batch_bytes, stats)
     for number, group in enumerate(groups, 1):
         with tempfile.TemporaryFile() as buffer:
             _write_tar(buffer, group, roots, uid, gid)
@@ -276,6 +283,7 @@ def upload(
         stats.bytes_sent += sum(here[p][0] for p in group)
         if on_batch:
             on_batch(number, len(groups))
+    send = [path for group in groups for path in group]
     if send:
         check = helper.listing(send)
         wrong = [p for p in send if check.get(p) != here[p]]
@@ -335,10 +343,7 @@ def download(
     stats = stats if stats is not None else TransferStats()
     there = helper.listing([root.remote for root in roots])
     here = local_listing(roots)
-    fetch = differing(there, here)
-    stats.files_already = len(there) - len(fetch)
-    stats.bytes_already = sum(there[p][0] for p in there if p not in fetch)
-    groups = batches(fetch, there, batch_bytes)
+    groups = _to_move(there, here, batch_bytes, stats)
     for number, group in enumerate(groups, 1):
         with tempfile.TemporaryFile() as spool:
             for chunk in helper.pack(group):
