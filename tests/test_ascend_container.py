@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 from ascend_helpers import DOUBLES, fixture_path
 
-from pcb.errors import PcbError
 from pcb.orchestration import docker_executor
 from pcb.orchestration.docker_executor import container_spec
 from pcb.orchestration.pipeline import full_pipeline
@@ -91,11 +90,8 @@ def _tar(files: dict[str, tuple[bytes, int]]) -> io.BytesIO:
 
 
 @pytest.fixture(scope="module")
-def client():
-    try:
-        return docker_executor.connect(timeout=30)
-    except PcbError as error:
-        pytest.skip(f"no Docker engine: {error}")
+def client(docker_client):
+    return docker_client
 
 
 @pytest.fixture(scope="module")

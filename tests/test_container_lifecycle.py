@@ -342,6 +342,7 @@ class FakeClient:
 @pytest.mark.parametrize(
     "signo", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: signal.Signals(s).name
 )
+@pytest.mark.usefixtures("signals_as_on_a_terminal")
 def test_a_signal_stops_and_removes_the_container(
     signo: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -432,6 +433,9 @@ class Listed:
     def remove(self, force: bool) -> None:
         self.removed = True
 
+    def reload(self) -> None:
+        pass
+
 
 class Engine:
     def __init__(self, containers: list[Listed]) -> None:
@@ -439,7 +443,7 @@ class Engine:
         self.all = containers
 
         class Containers:
-            def list(self, all: bool, filters: dict) -> list[Listed]:  # noqa: A002
+            def list(self, all: bool, filters: dict, sparse: bool = False) -> list[Listed]:  # noqa: A002
                 key, _, value = filters["label"].partition("=")
                 return [
                     c
@@ -563,3 +567,18 @@ def test_clean_report_lines() -> None:
     assert report.lines() == ["nothing to clean"]
     report.removed_images = ["pcb-runtime:old"]
     assert report.lines() == ["would remove image pcb-runtime:old"]
+
+
+def test_a_container_removed_between_listing_and_inspection_is_skipped() -> None:
+    """The engine lists a stage's container, the stage ends and removes it, the inspection
+    answers 404: the others are still returned (docker-py's own full listing raised)."""
+    from docker.errors import NotFound
+
+    class Gone(Listed):
+        def reload(self) -> None:
+            raise NotFound("No such container")
+
+    stage = _stage(**_labels(os.getpid()))
+    engine = Engine([Listed("a", stage), Gone("gone", stage), Listed("b", stage)])
+    found = lifecycle.labelled_containers(engine, "pcb.stage")
+    assert [c.name for c in found] == ["a", "b"]

@@ -26,6 +26,7 @@ import pytest
 from pcb.errors import PcbError
 from pcb.orchestration import docker_executor, images, owner
 from pcb.orchestration.images import PROJECT_ROOT
+from pcb.orchestration.lifecycle import labelled_containers
 from pcb.orchestration.spec import Roots, build_spec
 from pcb.orchestration.stage import StageCall
 from pcb.record.runlock import RunLock
@@ -51,11 +52,8 @@ run_in_container(call, data_dir=data, results_dir=results, image=sys.argv[4])
 
 
 @pytest.fixture(scope="module")
-def client():
-    try:
-        return docker_executor.connect(timeout=30)
-    except PcbError as error:
-        pytest.skip(f"no Docker engine: {error}")
+def client(docker_client):
+    return docker_client
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +80,7 @@ def roots(tmp_path: Path) -> Roots:
 
 
 def containers_of(client, roots: Roots) -> list:
-    return client.containers.list(all=True, filters={"label": f"pcb.run={roots.results / 'run'}"})
+    return labelled_containers(client, f"pcb.run={roots.results / 'run'}")
 
 
 def start_driver(roots: Roots, image: str, iterations: int = 1_000_000) -> subprocess.Popen:

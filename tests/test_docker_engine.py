@@ -32,11 +32,8 @@ HOST_CA = Path(os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt
 
 
 @pytest.fixture(scope="module")
-def client():
-    try:
-        return docker_executor.connect(timeout=30)
-    except PcbError as error:
-        pytest.skip(f"no Docker engine: {error}")
+def client(docker_client):
+    return docker_client
 
 
 @pytest.fixture(scope="module")

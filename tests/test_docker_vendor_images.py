@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from pcb.errors import PcbError
-from pcb.orchestration import docker_executor, images
+from pcb.orchestration import images
 from pcb.orchestration.base_image import BaseRecipe
 
 pytestmark = pytest.mark.docker
@@ -46,11 +46,8 @@ RUN mkdir -p /usr/src/tensorrt/bin \\
 
 
 @pytest.fixture(scope="module")
-def client():
-    try:
-        return docker_executor.connect(timeout=30)
-    except PcbError as error:
-        pytest.skip(f"no Docker engine: {error}")
+def client(docker_client):
+    return docker_client
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def test_complete_stage_is_recorded_and_then_skipped(tmp_path: Path, layout: Run
     assert entry["status"] == "complete" and entry["options"] == {"size": 3}
     source_fp = entry["inputs"]["source"]["fingerprint"]
     assert source_fp["digest"] == file_digest(tmp_path / "source.txt")
-    assert source_fp["content"] == "blake2b-128"
+    assert source_fp["content"] == "blake3-128"
     assert entry["outputs"]["out/thing.txt"]["digest"] == file_digest(layout.root / "out/thing.txt")
     assert entry["started"] and entry["finished"] and entry["command"] == ["thing"]
     assert entry["environment"]["versions"]["numpy"]

@@ -69,12 +69,20 @@ def ssh_path(engine2):
 
 @pytest.fixture(scope="module")
 def local_images():
-    client = client_for(Endpoint("local"), timeout=60)
-    for name in ("export", "runtime"):
-        try:
-            client.images.get(images.IMAGES[name].latest)
-        except Exception:
-            pytest.skip(f"{images.IMAGES[name].latest} is not built: `invoke build` first")
+    """This checkout's export and runtime images (their content tags: the executor runs those,
+    never another checkout's :latest); the tests skip, saying how to build them, without."""
+    from pcb.orchestration.checkout_images import checkout_image
+
+    try:
+        client = client_for(Endpoint("local"), timeout=60)
+    except PcbError as error:
+        pytest.skip(f"no local Docker engine: {error}")
+    missing = [name for name in ("export", "runtime") if checkout_image(client, name) is None]
+    if missing:
+        pytest.skip(
+            f"pcb-{' and pcb-'.join(missing)} not built from this checkout's sources: "
+            "`invoke build --image export --image runtime` first"
+        )
     return client
 
 
@@ -259,6 +267,18 @@ def test_a_refused_ssh_login_names_the_engine_and_stage(ssh_path):
     with pytest.raises(PcbError) as error:
         client_for(Endpoint(wrong), "infer", timeout=30)
     assert wrong in str(error.value) and "stage infer" in str(error.value)
+    # ... and the check that shows why, for the user and host named.
+    port = ssh_path.rsplit(":", 1)[1]
+    assert f"`ssh -p {port} nobody@127.0.0.1 docker version`" in str(error.value)
+
+
+def test_an_unreachable_ssh_engine_names_the_host_stage_and_check(ssh_path):
+    closed = ssh_path.rsplit(":", 1)[0] + ":1"  # nothing listens on port 1
+    with pytest.raises(PcbError) as error:
+        client_for(Endpoint(closed), "convert", timeout=30)
+    text = str(error.value)
+    assert text.startswith(f"cannot reach the Docker engine {closed} (for stage convert)")
+    assert "`ssh -p 1 pcbremote@127.0.0.1 docker version`" in text
 
 
 def test_a_failing_remote_stage_names_host_and_stage(

@@ -84,11 +84,8 @@ def _context() -> tuple[bytes, str]:
 
 
 @pytest.fixture(scope="module")
-def client():
-    try:
-        return docker_executor.connect(timeout=30)
-    except PcbError as error:
-        pytest.skip(f"no Docker engine: {error}")
+def client(docker_client):
+    return docker_client
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ order on the settings' executor."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -70,8 +72,78 @@ def run_calls(
         # The containers run the content tags this build made, not the shared :latest.
         if hasattr(executor, "images"):
             executor.images.update({result.name: result.tag for result in built or ()})
-    for call in calls:
+    # A remote engine's host is checked for its NPU / GPU stages before anything runs too.
+    router = getattr(executor, "executor", None)
+    for remote in getattr(executor, "remote", {}).values():
+        if router is not None and hasattr(remote, "preflight"):
+            remote.preflight([c for c in calls if router(c) is remote])
+    run_plan(calls, executor)
+
+
+def run_plan(calls: Sequence[StageCall], executor: Executor) -> None:
+    """The calls in order; or, when the chains after the shared head are on different engines,
+    the head, then the chains at the same time (parallel.py), then the tail."""
+    from . import parallel
+    from .pipeline import split_plan
+
+    plan = split_plan(calls)
+    groups = parallel.group_chains(plan, executor)
+    if len(groups) < 2:
+        if len(plan.chains) > 1 and hasattr(executor, "remote"):
+            print(
+                f"note: chains {', '.join(c.name for c in plan.chains)} run one after the other "
+                "on one engine: its CPU / NPU / GPU is shared, so chains in parallel there "
+                "would only contend",
+                flush=True,
+            )
+        for call in calls:
+            executor.run(call)
+        return
+    for call in plan.head:
         executor.run(call)
+    for remote in getattr(executor, "remote", {}).values():
+        remote.parallel = True
+    print(
+        "==> in parallel: "
+        + "; ".join(f"[{g.label}] {', '.join(c.stage for c in g.calls)}" for g in groups),
+        flush=True,
+    )
+    try:
+        outcome = parallel.run_groups(groups, executor, lambda: stop_owned(executor))
+    finally:
+        for remote in getattr(executor, "remote", {}).values():
+            remote.parallel = False
+    for line in parallel.timing_lines(outcome):
+        print(line, flush=True)
+    if outcome.errors:
+        raise PcbError(parallel.failure_message(outcome))
+    for call in plan.tail:
+        executor.run(call)
+
+
+def stop_owned(executor: Executor) -> None:
+    """Kill every container this process runs, on this host's engine and each remote one of
+    the executor (a failed chain stops the others: their stages then fail and clean up)."""
+    from .lifecycle import labelled_containers
+    from .owner import LABEL_PID
+
+    clients = []
+    default = getattr(executor, "default", executor)
+    if getattr(default, "name", "") == "docker":
+        clients.append(default.client)
+    clients += [remote.client() for remote in getattr(executor, "remote", {}).values()]
+    label = f"{LABEL_PID}={os.getpid()}"
+    for client in clients:
+        try:
+            running = labelled_containers(client, label, all=False)
+        except Exception as error:  # the engine went away: clean finds them later
+            print(f"warning: could not list the containers to stop: {error}", file=sys.stderr)
+            continue
+        for container in running:
+            try:
+                container.kill()
+            except Exception as error:  # ended meanwhile; one refusal must not spare the rest
+                print(f"warning: could not stop {container.name}: {error}", file=sys.stderr)
 
 
 def needs_chip(stage: str, settings: Settings) -> bool:

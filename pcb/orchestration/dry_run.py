@@ -24,22 +24,42 @@ def describe_plan(
 ) -> list[str]:
     """One block per stage, in order, then a closing line; `executor` defaults to the
     settings' own."""
+    from .parallel import group_chains
+    from .pipeline import split_plan
+
     executor = executor or executor_for(settings, host_root)
-    lines = []
+    lines: list[str] = []
+    plan = split_plan(calls)
+    groups = group_chains(plan, executor)
+    # Chains on different engines run at the same time (commands.run_plan): shown as groups.
+    sections: list[tuple[str, list[StageCall]]] = [("", list(calls))]
+    if len(groups) > 1:
+        sections = [("", list(plan.head))]
+        sections += [(f"[{g.label}] (in parallel)", g.calls) for g in groups]
+        sections.append(("after the chains join:", list(plan.tail)))
     total = len(calls)
-    for number, call in enumerate(calls, 1):
-        preview = executor.preview(call)
-        npu = f", NPU {','.join(map(str, call.npu_devices))}" if call.npu_devices else ""
-        gpu = f", GPUs {gpus_label(call.gpus)}" if call.gpus is not None else ""
-        lines.append(f"[{number}/{total}] {call.stage} ({preview.where}{npu}{gpu})")
-        lines.append(f"  {preview.command}")
-        commands = tool_commands(preview.argv, preview.environment, settings.trt_image)
-        lines += [f"    $ {command}" for command in commands]
+    number = 0
+    for title, section in sections:
+        if title:
+            lines.append(title)
+        indent = "  " if title.startswith("[") else ""
+        for call in section:
+            number += 1
+            preview = executor.preview(call)
+            npu = f", NPU {','.join(map(str, call.npu_devices))}" if call.npu_devices else ""
+            gpu = f", GPUs {gpus_label(call.gpus)}" if call.gpus is not None else ""
+            lines.append(f"{indent}[{number}/{total}] {call.stage} ({preview.where}{npu}{gpu})")
+            lines.append(f"{indent}  {preview.command}")
+            commands = tool_commands(preview.argv, preview.environment, settings.trt_image)
+            lines += [f"{indent}    $ {command}" for command in commands]
+    # This host is checked for the NPU stages it runs; a remote engine's host is probed when
+    # the run starts (remote_executor.preflight), which a dry run does not do.
+    local = getattr(executor, "is_local", lambda call: True)
     missing = sorted(
         {
             m
             for call in calls
-            if call.npu_devices
+            if call.npu_devices and local(call)
             for m in npu_host(call.npu_devices, host_root).missing
         }
     )

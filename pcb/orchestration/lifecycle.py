@@ -126,8 +126,20 @@ class Leftover:
         return f"{name} (stage {stage}, run {run}, {self.status}): {self.reason}"
 
 
-def _containers(client: Any, label: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": label})
+def labelled_containers(client: Any, label: str, *, all: bool = True) -> list[Any]:  # noqa: A002
+    """The engine's containers with `label`, each inspected. Listed sparse, then inspected one
+    by one, skipping any removed in between: docker-py's full listing inspects them itself and
+    raises NotFound for one that a finishing stage removed meanwhile (a 404 seen in CI)."""
+    from docker.errors import NotFound
+
+    found = []
+    for container in client.containers.list(all=all, sparse=True, filters={"label": label}):
+        try:
+            container.reload()
+        except NotFound:
+            continue
+        found.append(container)
+    return found
 
 
 def _status(container: Any) -> str:
@@ -205,7 +217,7 @@ def remove_orphans(
     host = host or Host.here()
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     removed = []
-    for container in _containers(client, f"{LABEL_CHECKOUT}={checkout}"):
+    for container in labelled_containers(client, f"{LABEL_CHECKOUT}={checkout}"):
         if owner_state(container.labels or {}, host) != DEAD:
             continue
         leftover = judge(container, host, _now())
@@ -249,7 +261,7 @@ def clean_containers(
     host = host or Host.here()
     now = _now()
     seen: dict[str, Any] = {}
-    for container in _containers(client, LABEL_STAGE):
+    for container in labelled_containers(client, LABEL_STAGE):
         labels = container.labels or {}
         if labels.get(LABEL_CHECKOUT, str(checkout)) == str(checkout):
             seen[container.id] = container

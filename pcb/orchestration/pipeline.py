@@ -5,6 +5,7 @@ Every call comes from argv.py; this module only decides which, and in what order
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..constants import REFERENCE_BACKEND
@@ -181,3 +182,73 @@ def import_pipeline(
             calls.append(parity_call(settings, key))
     calls.append(report_call(settings))
     return calls
+
+
+# ---- platforms in parallel -------------------------------------------------------------------
+
+HEAD_STAGES = ("demo-data", "export", "preprocess")
+TAIL_STAGES = ("parity", "report")
+ASCEND, TENSORRT, CPU = "ascend", "tensorrt", "cpu"
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One platform's stages after the shared head, in their order: they depend on each other
+    and on the head only, never on another chain."""
+
+    name: str  # ascend, tensorrt, cpu (the onnxruntime reference, int8, torch)
+    calls: tuple[StageCall, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A pipeline split where it may fork: the shared head (demo-data, export, preprocess),
+    the platforms' independent chains, and the tail that needs them all (parity compares with
+    the reference evaluation; the report reads every record)."""
+
+    head: tuple[StageCall, ...]
+    chains: tuple[Chain, ...]
+    tail: tuple[StageCall, ...]
+
+    def calls(self) -> list[StageCall]:
+        return [*self.head, *(c for chain in self.chains for c in chain.calls), *self.tail]
+
+
+def _backend(call: StageCall) -> str:
+    for flag, value in zip(call.args, call.args[1:]):
+        if flag == "--backend":
+            return str(value)
+    return ""
+
+
+def platform_of(call: StageCall) -> str:
+    """The chain a call belongs to: the Ascend tools' image or an NPU backend's evaluation;
+    the TensorRT image or its evaluation; else the CPU platforms."""
+    backend = _backend(call)
+    if call.image == "cann" or backend.endswith(f"-{NPU_BACKEND}"):
+        return ASCEND
+    if call.image == "tensorrt" or backend.startswith("tensorrt-"):
+        return TENSORRT
+    return CPU
+
+
+def split_plan(calls: Sequence[StageCall]) -> Plan:
+    """The calls of a pipeline as head, chains and tail. The head is the run of head stages
+    at the start; parity and report go to the tail (after every chain); every other call
+    joins its platform's chain in its order. Chains are listed Ascend, TensorRT, CPU."""
+    calls = list(calls)
+    at = 0
+    while at < len(calls) and calls[at].stage in HEAD_STAGES:
+        at += 1
+    head, rest = calls[:at], calls[at:]
+    tail = [c for c in rest if c.stage in TAIL_STAGES]
+    by_platform: dict[str, list[StageCall]] = {}
+    for call in rest:
+        if call.stage not in TAIL_STAGES:
+            by_platform.setdefault(platform_of(call), []).append(call)
+    chains = tuple(
+        Chain(name, tuple(by_platform[name]))
+        for name in (ASCEND, TENSORRT, CPU)
+        if by_platform.get(name)
+    )
+    return Plan(tuple(head), chains, tuple(tail))

@@ -25,16 +25,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import PcbError
 from ..provenance import HOST_ENV
-from ..record.runlock import RunLock
+from ..record.fingerprint import MANIFEST_NAME
+from ..record.manifest import merge_entries, read_manifest
 from . import limits
 from .docker_executor import gpu_runtime_available, run_spec
 from .endpoints import Endpoint, client_for
@@ -43,6 +47,7 @@ from .executors import Preview
 from .images import PROJECT_ROOT, image_def
 from .lifecycle import remove_orphans
 from .owner import LABEL_CHECKOUT, LABEL_RUN, LABEL_STAGE, owner_labels
+from .parallel import RunGate, gate_for
 from .settings import Settings
 from .spec import (
     DATA_TARGET,
@@ -120,6 +125,10 @@ class RemoteExecutor:
         # This checkout's content tag of an image on this host (the local DockerExecutor's
         # image_for), so the far engine runs what this checkout built, not a shared :latest.
         self.local_image: Callable[[StageCall], str] | None = None
+        # In parallel chains (parallel.py) the run folder is held only around transfers.
+        self.parallel = False
+        self._busy = threading.Lock()
+        self._probed: list[tuple[str, ...]] = []  # device sets this engine was probed for
 
     @classmethod
     def for_settings(cls, settings: Settings, endpoint: Endpoint) -> RemoteExecutor:
@@ -189,8 +198,17 @@ class RemoteExecutor:
         return [Root(p, found[p]) for p in sorted(kept)]
 
     def run(self, call: StageCall) -> None:
+        # One stage at a time on an engine: chains in parallel on it would only contend for
+        # its CPU / NPU, and its volumes hold one copy of the run folder.
+        with self._busy:
+            self._run(call)
+
+    def _prepare(self, call: StageCall) -> tuple[Any, str, ContainerSpec]:
+        """The engine's client, the image there and the stage's spec, after the checks that
+        cost no transfer: the engine answers, holds the image, has the NVIDIA runtime when
+        the stage asks for GPUs, and lets a container have the stage's devices and host
+        folders (probed once per set of devices)."""
         where = f"{self.endpoint}"
-        self.log(f"==> {call.stage} [pcb-{call.image} on {where}]: {' '.join(call.argv())}")
         client = self.client(call.stage)
         remove_orphans(client, PROJECT_ROOT)
         source = self.local_image(call) if self.local_image is not None else None
@@ -199,9 +217,9 @@ class RemoteExecutor:
         )
         if call.gpus is not None and not gpu_runtime_available(client):
             raise PcbError(
-                f"stage {call.stage} asks for GPUs, but the engine {where} has no NVIDIA "
-                "runtime: install the NVIDIA Container Toolkit on that host and register it "
-                "with its engine (`nvidia-ctk runtime configure --runtime=docker`)"
+                f"stage {call.stage} asks for GPUs, but the engine {where} (host {self.host()}) "
+                "has no NVIDIA runtime: install the NVIDIA Container Toolkit on that host and "
+                "register it with its engine (`nvidia-ctk runtime configure --runtime=docker`)"
             )
         info = client.info()
         spec = self.spec(call, image, info.get("MemTotal"))
@@ -209,46 +227,43 @@ class RemoteExecutor:
             spec,
             environment={**spec.environment, HOST_ENV: self.host(), IMAGE_ID_ENV: image_id},
         )
+        if spec.devices and spec.devices not in self._probed:
+            self._probe_devices(client, call, spec)
+            self._probed.append(spec.devices)
+        return client, image, spec
+
+    def preflight(self, calls: Sequence[StageCall]) -> None:
+        """Before the run starts: each of these calls that asks for NPU devices or GPUs checked
+        on this engine as its stage would be (`_prepare`), so that a host without them stops
+        the run in seconds, not after the export and preprocessing."""
+        for call in calls:
+            if call.npu_devices or call.gpus is not None:
+                with self._busy:
+                    self._prepare(call)
+
+    def _run(self, call: StageCall) -> None:
+        where = f"{self.endpoint}"
+        self.log(f"==> {call.stage} [pcb-{call.image} on {where}]: {' '.join(call.argv())}")
+        client, image, spec = self._prepare(call)
         run_dir = _run_dir(call)
-        lock = RunLock(run_dir, call.stage) if run_dir is not None else None
-        if lock is not None:
-            lock.acquire()
-        try:
+        # Sequential (as a local stage would): the run folder is ours for the whole stage. In
+        # parallel: only while sending and fetching, so that a stage here runs meanwhile.
+        gate = gate_for(run_dir) if run_dir is not None else None
+        whole = gate.held(call.stage) if gate is not None and not self.parallel else nullcontext()
+        with whole:
             self._volumes(client, call)
             helper = self._helper(client, call, image)
             try:
-                uploaded = TransferStats()
-                try:
-                    send(
-                        helper,
-                        self.roots(call, outputs=False),
-                        *IMAGE_USER,
-                        batch_bytes=self.batch_bytes,
-                        on_batch=self.on_batch,
-                        stats=uploaded,
-                    )
-                finally:  # what a cut-off transfer had sent counts too
-                    self.sent.add(uploaded)
-                self.log(_line(call.stage, where, "sent", uploaded))
+                seen: dict = {}
+                with self._transfer(gate, call.stage):
+                    before = _manifest_of(run_dir)
+                    self._send(helper, call, where, seen)
                 status = self._run_stage(client, call, spec, where)
                 if status == 0:
-                    fetched = TransferStats()
-                    try:
-                        fetch(
-                            helper,
-                            self.roots(call, outputs=True),
-                            batch_bytes=self.batch_bytes,
-                            on_batch=self.on_batch,
-                            stats=fetched,
-                        )
-                    finally:
-                        self.received.add(fetched)
-                    self.log(_line(call.stage, where, "fetched", fetched))
+                    with self._transfer(gate, call.stage):
+                        self._fetch(helper, call, where, seen, before)
             finally:
                 _remove(helper.container)
-        finally:
-            if lock is not None:
-                lock.release()
         if status != 0:
             raise PcbError(
                 f"stage {call.stage} failed on {where} (host {self.host()}) in its container "
@@ -256,6 +271,127 @@ class RemoteExecutor:
                 f"engine's volumes and a re-run continues from them. By hand:\n  "
                 f"{self.endpoint.cli_prefix()} {spec.to_docker_run().removeprefix('docker ')}"
             )
+
+    def _transfer(self, gate: RunGate | None, stage: str) -> Any:
+        return gate.held(stage) if gate is not None and self.parallel else nullcontext()
+
+    def _send(self, helper: Helper, call: StageCall, where: str, seen: dict) -> None:
+        uploaded = TransferStats()
+        try:
+            send(
+                helper,
+                self.roots(call, outputs=False),
+                *IMAGE_USER,
+                batch_bytes=self.batch_bytes,
+                on_batch=self.on_batch,
+                stats=uploaded,
+                seen=seen,
+            )
+        finally:  # what a cut-off transfer had sent counts too
+            self.sent.add(uploaded)
+        self.log(_line(call.stage, where, "sent", uploaded))
+
+    def _fetch(
+        self, helper: Helper, call: StageCall, where: str, seen: dict, before: dict | None
+    ) -> None:
+        """The stage's outputs back here, and its manifest: fetched whole when the one here is
+        still the one sent (stages in turn: nothing else wrote it), else only the entries the
+        stage changed merged into ours (a chain running here meanwhile has entries in it
+        that the far side never saw, which a copy would lose)."""
+        run_dir = _run_dir(call)
+        manifest = None
+        if run_dir is not None and _changed_since(Path(run_dir) / MANIFEST_NAME, seen, call, self):
+            local = Roots.of(self.data_dir, self.results_dir)
+            remote_run = container_path(Path(os.path.realpath(run_dir)), local, call.stage)
+            manifest = f"{remote_run}/{MANIFEST_NAME}"
+        fetched = TransferStats()
+        try:
+            fetch(
+                helper,
+                self.roots(call, outputs=True),
+                batch_bytes=self.batch_bytes,
+                on_batch=self.on_batch,
+                stats=fetched,
+                keep=seen,
+                skip=(manifest,) if manifest else (),
+            )
+            if manifest is not None and run_dir is not None:
+                self._merge(helper, manifest, run_dir, before)
+        finally:
+            self.received.add(fetched)
+        self.log(_line(call.stage, where, "fetched", fetched))
+
+    def _merge(self, helper: Helper, manifest: str, run_dir: Path, before: dict | None) -> None:
+        import json
+
+        try:
+            there = json.loads(helper.read(manifest) or b"null")
+        except Exception:  # the stage wrote none (not recorded): nothing to merge
+            return
+        if not isinstance(there, dict) or not isinstance(there.get("stages"), dict):
+            return
+        old = before or {"stages": {}, "inputs": {}}
+        stages = {
+            key: entry
+            for key, entry in there["stages"].items()
+            if entry != (old.get("stages") or {}).get(key)
+        }
+        inputs = {
+            key: value
+            for key, value in (there.get("inputs") or {}).items()
+            if value != (old.get("inputs") or {}).get(key)
+        }
+        if stages or inputs or before is None:
+            merge_entries(run_dir, stages, inputs, template=there)
+
+    def _probe_devices(self, client: Any, call: StageCall, spec: ContainerSpec) -> None:
+        """Before anything is sent: a container of the stage's image asking for the stage's
+        devices and host folders, started and removed at once. The engine refuses it as it
+        would refuse the stage, and the refusal becomes an error naming the host, the stage
+        and what that host lacks (a second instead of a transfer and a failed stage)."""
+        from docker.errors import APIError
+
+        kwargs = spec.create_kwargs()
+        container = None
+        try:
+            # The engine checks host folders when it creates a container, devices when it
+            # starts one: either refusal is the host's answer.
+            container = client.containers.create(
+                spec.image,
+                entrypoint=["true"],
+                command=[],
+                devices=list(kwargs.get("devices") or []),
+                mounts=[m for m in kwargs["mounts"] if m.get("Type") == "bind"],
+                network_mode="none",
+                labels={**self._labels(call), LABEL_STAGE: f"{call.stage}-probe", **owner_labels()},
+            )
+            container.start()
+        except APIError as error:
+            raise PcbError(self._refusal(call, error)) from None
+        finally:
+            if container is not None:
+                _remove(container)
+
+    def _refusal(self, call: StageCall, error: Exception) -> str:
+        text = short_error(error)
+        missing = refused_host_path(str(error))
+        where = f"the engine {self.endpoint} (host {self.host()})"
+        if missing is None:
+            return f"stage {call.stage} could not start on {where}: {text}"
+        kind, path = missing
+        what = "device" if kind == "device" else "folder"
+        fix = (
+            "The NPU's device files or its driver are missing on that host: install the Ascend "
+            "driver there (`npu-smi info` on it should list the chips), or give --devices the "
+            "ids that host has, or send the cann image to an engine on an NPU host "
+            "(--engine cann=ssh://user@npu-host)"
+            if call.npu_devices or "davinci" in path or "Ascend" in path
+            else "Create it on that host, or run the stage on an engine whose host has it"
+        )
+        return (
+            f"stage {call.stage} cannot run on {where}: that host has no {what} {path} "
+            f"(the engine said: {text}). {fix}."
+        )
 
     def _local_client(self) -> Any:
         if self._local is None:
@@ -319,16 +455,7 @@ class RemoteExecutor:
         try:
             return run_spec(spec, recording)
         except APIError as error:
-            raise PcbError(
-                f"stage {call.stage} could not start on {where} (host {self.host()}): "
-                f"{short_error(error)}"
-                + (
-                    ". The NPU device files or driver are missing on that host: `npu-smi info` "
-                    "there should list the chips"
-                    if call.npu_devices and "davinci" in str(error)
-                    else ""
-                )
-            ) from None
+            raise PcbError(self._refusal(call, error)) from None
 
 
 class _Recording:
@@ -361,6 +488,46 @@ def _run_dir(call: StageCall) -> Path | None:
     for flag, value in zip(call.args, call.args[1:]):
         if flag == "--run" and isinstance(value, Path):
             return value
+    return None
+
+
+def _changed_since(path: Path, seen: dict, call: StageCall, executor: RemoteExecutor) -> bool:
+    """Whether the file here is no longer what the upload listed (`seen`, by container path)."""
+    from ..record.digest import file_digest
+
+    local = Roots.of(executor.data_dir, executor.results_dir)
+    key = container_path(Path(os.path.realpath(path)), local, call.stage)
+    now = (path.stat().st_size, file_digest(path)) if path.is_file() else None
+    return now != seen.get(key)
+
+
+def _manifest_of(run_dir: Path | None) -> dict | None:
+    """The run's manifest here as it is sent (what the far side's stage starts from)."""
+    if run_dir is None:
+        return None
+    try:
+        return read_manifest(Path(run_dir))
+    except PcbError:
+        return None
+
+
+# What the engine says when a container asks for what its host lacks (moby, verbatim formats:
+# oci/devices_linux.go `error gathering device information while adding custom device %q: %s`;
+# volume/mounts `invalid mount config for type %q: bind source path does not exist: %s`).
+# tests/fixtures/docker_missing_host_path.txt holds both as engine 20.10.24 said them.
+_DEVICE = re.compile(r'error gathering device information while adding custom device "([^"]+)"')
+_BIND = re.compile(r"bind source path does not exist: (\S+)")
+
+
+def refused_host_path(text: str) -> tuple[str, str] | None:
+    """("device", path) or ("folder", path) when the engine refused a container for a host path
+    its host lacks; None for any other error."""
+    found = _DEVICE.search(text)
+    if found:
+        return "device", found.group(1)
+    found = _BIND.search(text)
+    if found:
+        return "folder", found.group(1).rstrip(".")
     return None
 
 

@@ -292,7 +292,9 @@ LOCKS = (
     ),
 )
 BENCH = (
-    TaskOption("quick", "a smaller run, about 2 minutes on 2 cores (full: about 5)", switch=True),
+    TaskOption(
+        "quick", "a smaller run (the full one takes about 25 minutes on 2 cores)", switch=True
+    ),
     TaskOption(
         "only",
         "comma-separated: rerun,preprocessing,evaluation,cpu_inference,loadgen,torch,int8,"

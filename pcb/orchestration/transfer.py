@@ -1,7 +1,7 @@
 """Files between this machine and a named volume on another Docker engine, by content.
 
 Nothing but the engine's API travels: a helper container on the far engine mounts the run's
-volumes, lists what they hold (size and BLAKE2b-128 digest per file: the digest the run records
+volumes, lists what they hold (size and BLAKE3/128 digest per file: the digest the run records
 use, pcb.record.digest), and takes tar streams in (`put_archive`) or packs one to be fetched
 (`get_archive`). A file goes only when the other side lacks it or holds other bytes, so a
 re-run sends nothing twice, and a transfer that was cut off continues with what is missing: it
@@ -37,11 +37,12 @@ LIST_FILE = "/tmp/pcb-transfer-list.json"
 PACK_FILE = "/tmp/pcb-transfer-pack.tar"
 OUT_FILE, ERR_FILE = "/tmp/pcb-transfer-out", "/tmp/pcb-transfer-err"
 
-# The helper's program: stdlib only, so that any image with a python3 runs it (runtime, cann,
-# tensorrt). `sleep`: stay up while the transfers run; `list LISTFILE`: {path: [size, digest]}
-# of every file under the paths listed; `pack LISTFILE OUT`: those files into a tar.
+# The helper's program: the standard library and blake3 (the digest the run records, locked
+# in every pcb image), so that any of the images runs it (runtime, cann, tensorrt, export).
+# `sleep`: stay up while the transfers run; `list LISTFILE`: {path: [size, digest]} of every
+# file under the paths listed; `pack LISTFILE OUT`: those files into a tar.
 HELPER = r"""
-import hashlib, json, os, sys, tarfile, time
+import blake3, json, os, sys, tarfile, time
 EXCLUDED = @EXCLUDED@
 def skip(path):
     return any(("/" + e + "/") in (path + "/") for e in EXCLUDED)
@@ -56,11 +57,11 @@ def files(roots):
                 if os.path.isfile(path) and not os.path.islink(path) and not skip(path):
                     yield path
 def digest(path):
-    h = hashlib.blake2b(digest_size=@SIZE@)
+    h = blake3.blake3()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+    return h.hexdigest(length=@SIZE@)
 command = sys.argv[1]
 if command == "sleep":
     while True:
@@ -259,10 +260,13 @@ def upload(
     batch_bytes: int = BATCH_BYTES,
     on_batch: OnBatch | None = None,
     stats: TransferStats | None = None,
+    seen: Listing | None = None,
 ) -> TransferStats:
     """Send what the far side lacks under the roots, owned by uid:gid there; then check every
     sent file's digest there. An interruption leaves whole files only: a re-run sends the
-    rest. `stats` (returned) counts as it goes: what an interrupted call had sent."""
+    rest. `stats` (returned) counts as it goes: what an interrupted call had sent. `seen` is
+    filled with what was here when it listed (what the far side holds of ours from then on:
+    `download`'s `keep`)."""
     started = time.monotonic()
     stats = stats if stats is not None else TransferStats()
     # Each root's folders (and the volume's top) are uid:gid's even when nothing is sent, so
@@ -271,6 +275,8 @@ def upload(
     folders |= {root.remote for root in roots if root.local.is_dir()}
     helper.put(_folders_tar(sorted(folders - {"/"}), uid, gid))
     here = local_listing(roots)
+    if seen is not None:
+        seen.update(here)
     there = helper.listing([root.remote for root in roots])
     groups = _to_move(here, there, batch_bytes, stats)
     for number, group in enumerate(groups, 1):
@@ -336,12 +342,24 @@ def download(
     batch_bytes: int = BATCH_BYTES,
     on_batch: OnBatch | None = None,
     stats: TransferStats | None = None,
+    keep: Listing | None = None,
+    skip: Iterable[str] = (),
 ) -> TransferStats:
     """Fetch what differs under the roots from the far side: each file hashed as it is written
-    and renamed into place only when its digest is the listed one."""
+    and renamed into place only when its digest is the listed one.
+
+    `keep`: what was sent before the stage ran (upload's `seen`). A file the far side still
+    holds exactly as it was sent is a copy of ours, not something the stage wrote: it is never
+    fetched, so that a file here that changed since (another chain's stage running here
+    meanwhile) is not put back to its old content. `skip`: paths never fetched (the manifest,
+    which is merged entry by entry instead)."""
     started = time.monotonic()
     stats = stats if stats is not None else TransferStats()
     there = helper.listing([root.remote for root in roots])
+    for path in skip:
+        there.pop(path, None)
+    if keep is not None:
+        there = {p: entry for p, entry in there.items() if keep.get(p) != entry}
     here = local_listing(roots)
     groups = _to_move(there, here, batch_bytes, stats)
     for number, group in enumerate(groups, 1):

@@ -10,8 +10,8 @@ place):
 - per stage: status (running, complete, failed), start and end time, the error of a failed
   run, and a content fingerprint of every output.
 
-Fingerprints are by content (BLAKE2b), read from the run's digest cache (pcb.record.digest) so that
-an unchanged 19,000-file folder costs one stat per file, not 11 GB of reading.
+Fingerprints are by content (BLAKE3/128), read from the run's digest cache (pcb.record.digest)
+so that an unchanged 19,000-file folder costs one stat per file, not 11 GB of reading.
 
 A stage is skipped only when its last run is recorded complete, with the same inputs and
 options, and every output still matches its fingerprint; --force runs it again. The report
@@ -27,6 +27,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -752,3 +753,38 @@ def _pair(change: FileChange) -> tuple[str | None, str | None]:
 def _planned(entry: Mapping[str, Any]) -> list[str]:
     planned = entry.get("planned_outputs")
     return [str(p) for p in planned] if isinstance(planned, list) else []
+
+
+# ---------------------------------------------------------------- merging entries from elsewhere
+
+_MERGE_LOCKS: dict[str, threading.Lock] = {}
+_MERGE_LOCKS_GUARD = threading.Lock()
+
+
+def _merge_lock(root: Path) -> threading.Lock:
+    key = os.path.realpath(root)
+    with _MERGE_LOCKS_GUARD:
+        return _MERGE_LOCKS.setdefault(key, threading.Lock())
+
+
+def merge_entries(
+    root: Path,
+    stages: Mapping[str, Any],
+    inputs: Mapping[str, Any] | None = None,
+    template: Mapping[str, Any] | None = None,
+) -> None:
+    """Put these stage entries (and run inputs) into the run's manifest, keeping every other
+    entry: how a stage that ran elsewhere (a remote engine's copy of the run folder) records
+    itself here. Read, change and write happen under one lock per run folder, so that chains
+    merging at once in threads of this process each keep the other's entries (a plain
+    fetch of the far side's manifest would overwrite them). A run without a manifest starts
+    from `template` (the far side's whole manifest) or a new one."""
+    with _merge_lock(root):
+        manifest = read_manifest(root)
+        if manifest is None:
+            manifest = dict(template) if template is not None else new_manifest(root)
+            manifest.setdefault("stages", {})
+            manifest.setdefault("inputs", {})
+        manifest["stages"].update(stages)
+        manifest["inputs"].update(inputs or {})
+        write_manifest(root, manifest)
