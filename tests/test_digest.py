@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import pcb.record.digest
 from pcb.record.digest import (
     ALGORITHM,
     CACHE_DIR,
+    DIGEST_BYTES,
     DigestStore,
     bytes_digest,
     file_digest,
@@ -35,6 +38,23 @@ from pcb.record.fingerprint import (
     tree_changes,
     tree_fingerprint,
 )
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "real"
+
+
+def helper_digest(path: Path) -> str:
+    """The digest the transfer helper lists for a file, its program run as on a far engine."""
+    from pcb.orchestration.transfer import HELPER
+
+    listfile = path.with_name(path.name + ".list")
+    listfile.write_text(json.dumps([str(path)]))
+    listed = subprocess.run(
+        [sys.executable, "-c", HELPER, "list", str(listfile)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(listed)[str(path)][1]
 
 
 def rewrite_in_place(path: Path, data: bytes) -> None:
@@ -67,12 +87,21 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return seen
 
 
-def test_the_digest_is_blake2b_128_of_the_content(tmp_path: Path) -> None:
-    path = tmp_path / "a.bin"
+def test_the_digest_is_blake3_cut_to_128_bits_on_the_published_vectors(tmp_path: Path) -> None:
+    """BLAKE3's own test vectors (tests/fixtures/real/blake3_test_vectors.json, verbatim from
+    BLAKE3-team/BLAKE3): the digest is the first 16 bytes of each case's output, from bytes in
+    memory, from a file, and with the transfer helper's program on the far side."""
+    vectors = json.loads((FIXTURES / "blake3_test_vectors.json").read_text())
+    assert ALGORITHM == "blake3-128"
+    for case in vectors["cases"]:
+        data = bytes(i % 251 for i in range(case["input_len"]))
+        path = tmp_path / f"{case['input_len']}.bin"
+        path.write_bytes(data)
+        expected = case["hash"][: 2 * DIGEST_BYTES]
+        assert bytes_digest(data) == file_digest(path) == expected, case["input_len"]
+        assert helper_digest(path) == expected
+    path = tmp_path / "pcb.bin"
     path.write_bytes(b"pcb" * 1000)
-    expected = hashlib.blake2b(b"pcb" * 1000, digest_size=16).hexdigest()
-    assert file_digest(path) == bytes_digest(b"pcb" * 1000) == expected
-    assert ALGORITHM == "blake2b-128"
     assert file_digests(path, md5=True)[1] == hashlib.md5(b"pcb" * 1000).hexdigest()
 
 

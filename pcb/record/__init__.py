@@ -1,6 +1,6 @@
 """A run's records: what every stage read, how it was asked and what it wrote, by content.
 
-- `digest`: content digests of files (BLAKE2b), cached per run by size, times and inode.
+- `digest`: content digests of files (BLAKE3/128), cached per run by size, times and inode.
 - `digest_records`: the digest of each bin and dump, and of what it was made from.
 - `fingerprint`: the fingerprint of a file, a folder, the dataset's two splits.
 - `manifest`: `<run>/manifest.json`, a stage run recorded (`run_recorded`), and the view

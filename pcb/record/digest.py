@@ -1,15 +1,17 @@
 """Content digests of the files a run reads and writes, and the cache that spares re-reading
 a file that has not changed.
 
-The digest is BLAKE2b with 128-bit output (hashlib, no dependency): collisions are out of
-reach for damage of any kind. It hashes about 0.8 GB/s per core on this project's 2-core
-machine (AMD EPYC, Python 3.11), 0.7 ms per 589,824-byte bin; preprocessing took about 60 %
-more user CPU time with it (2,333 images: 3.0-3.7 s without digests, 5.2-5.6 s with).
-Measured there too: sha256 1.6 GB/s (the CPU's SHA extensions), xxh3_128 of the xxhash
-package (a dependency) 15 GB/s; new_hash and ALGORITHM are the only places to change.
+The digest is BLAKE3 with a 128-bit output (the blake3 package): collisions are out of reach
+for damage of any kind, and it is a cryptographic hash. Chosen for speed, since the digest of
+every bin is the largest single cost of preprocessing an image after the image itself:
+measured on this project's 2-core AMD EPYC (Python 3.11, 589,824-byte bins, best of 5 x 200),
+blake3 6,360 MB/s (0.093 ms a bin) against hashlib's sha256 1,770 MB/s (0.333 ms, with the
+CPU's SHA extensions) and blake2b 746 MB/s (0.79 ms); xxh3_128 (15 GB/s) is not a
+cryptographic hash. new_hash and ALGORITHM are the only places to change; a record of
+another algorithm (sha256-128 before) is never believed, only redone.
 A 19,281-image Market-1501 run has 11.4 GB of bins, so hashing them all on every re-run
-would cost about 14 s of a core; the cache makes a re-run with nothing changed cost one
-stat per file.
+would cost about 2 s of a core (6.4 s with sha256); the cache makes a re-run with nothing
+changed cost one stat per file.
 
 The cache lives in `<run>/.pcb/digests/`, one small JSON file per folder, each file's entry
 keyed by its stat identity (size, mtime_ns, ctime_ns, inode). ctime is in the key because no
@@ -45,23 +47,52 @@ from typing import Any
 from ..errors import PcbError
 from ..fileio import atomic_write_text, read_json
 
-ALGORITHM = "blake2b-128"
+ALGORITHM = "blake3-128"
 DIGEST_BYTES = 16
 RACY_NS = 2_000_000_000
 MD5_TOO_FROM = 8 << 20
 CACHE_DIR = Path(".pcb") / "digests"
 _BLOCK = 1 << 20
-# hashlib releases the GIL while it hashes more than 2 KiB, so threads use every core.
+# blake3's update releases the GIL on large inputs (1.6 x with 2 threads, measured), so
+# threads use every core.
 _THREADS = max(1, os.cpu_count() or 1)
 _PARALLEL_FROM = 8
 
 Identity = tuple[int, int, int, int]
 
 
+def _blake3_module() -> Any:
+    """blake3, imported where a digest is first needed: the modules that only may digest
+    (pcb.infer on a bare GPU host, scripts/gpu-measure) import without it."""
+    try:
+        import blake3
+    except ModuleNotFoundError:
+        raise PcbError(
+            "the run's content digests need the blake3 package: `pip install blake3` (a "
+            "dependency of pcb-bench, in every pcb image)"
+        ) from None
+    return blake3
+
+
+class _Blake3:
+    """BLAKE3 whose hex digest is DIGEST_BYTES bytes long (a prefix of its longer outputs)."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self) -> None:
+        self._hash = _blake3_module().blake3()
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._hash.update(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest(length=DIGEST_BYTES)
+
+
 def new_hash() -> Any:
     """The one place the digest is chosen (with ALGORITHM, which every record names, so a
     record of another algorithm is never believed, only redone)."""
-    return hashlib.blake2b(digest_size=DIGEST_BYTES)
+    return _Blake3()
 
 
 def bytes_digest(data: bytes | bytearray | memoryview) -> str:
@@ -72,7 +103,7 @@ def bytes_digest(data: bytes | bytearray | memoryview) -> str:
 
 
 def file_digests(path: Path, md5: bool = False) -> tuple[str, str | None]:
-    """(blake2b, md5 or None) of a file's content, from one read."""
+    """(the digest, md5 or None) of a file's content, from one read."""
     digest = new_hash()
     other = hashlib.md5() if md5 else None
     with open(path, "rb") as handle:
@@ -212,7 +243,7 @@ class DigestStore:
         return made
 
     def digest(self, path: Path, stat: os.stat_result | None = None) -> str:
-        """The file's BLAKE2b digest, read only when its stat identity is not cached."""
+        """The file's digest, read only when its stat identity is not cached."""
         return self.entry(path, stat).digest
 
     def md5(self, path: Path) -> str:
