@@ -6,9 +6,10 @@ come back empty (ext4 and XFS write the rename before the data unless told other
 a file is fsynced before its rename and its folder after it. That costs a few milliseconds
 per file (about 3.5 ms each for the file and the folder on this project's disk), which is
 nothing for a record and more than the file itself for a per-image bin or dump: those are
-written with `durable=False` and synced together by `sync_folder` (one syncfs of the file
-system) before anything says they are complete: preprocessing before a split's .info list,
-every stage before the manifest records it complete (pcb.cli.main.dispatch).
+written with `durable=False`, their write-back started as each is written (`start_writeback`),
+and synced together by `sync_folder` (one syncfs of the file system) before anything says they
+are complete: preprocessing before a split's .info list, every stage before the manifest
+records it complete (pcb.cli.main.dispatch).
 """
 
 from __future__ import annotations
@@ -76,9 +77,11 @@ def atomic_write_bytes(
             # Before the data, so that the fsync below covers the mode too.
             os.fchmod(handle.fileno(), _FILE_MODE)
             handle.write(data)
+            handle.flush()
             if durable:
-                handle.flush()
                 os.fsync(handle.fileno())
+            else:
+                start_writeback(handle.fileno())
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
@@ -98,13 +101,44 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+# sync_file_range(2)'s flag "start writing the range's dirty pages, do not wait" (linux/fs.h).
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def _libc(name: str, *argtypes: Any) -> Any:
+    """The C library's function `name` (errno kept), or None where it lacks it."""
+    try:
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
+    if argtypes:
+        function.argtypes = list(argtypes)
+    return function
+
+
+_SYNC_FILE_RANGE = _libc(
+    "sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint
+)
+_SYNCFS = _libc("syncfs", ctypes.c_int)
+
+
+def start_writeback(fd: int) -> bool:
+    """Have the kernel start writing the file's pages to the disk now, without waiting: the
+    writes then overlap the next files' computation instead of all waiting in the one sync
+    before a stage says it is done (preprocessing's 1.3 GB of bins: that sync took 0.68-1.08 s
+    at the end, 0.01 s after this; WiredTiger does the same before its checkpoint fsync, in
+    block_write.c). Durability still comes from that sync; False where Linux's call is
+    missing or refused (nothing else changes)."""
+    if _SYNC_FILE_RANGE is None:
+        return False
+    return _SYNC_FILE_RANGE(fd, 0, 0, SYNC_FILE_RANGE_WRITE) == 0
+
+
 def _syncfs(fd: int) -> bool:
     """syncfs(2) on the file system holding `fd`; False where the C library lacks it."""
-    try:
-        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
+    if _SYNCFS is None:
         return False
-    if syncfs(fd) != 0:
+    if _SYNCFS(fd) != 0:
         code = ctypes.get_errno()
         if code == errno.ENOSYS:
             return False

@@ -6,6 +6,7 @@ import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -355,6 +356,13 @@ def infer_recorded(
     atomic_write_json(record_path, record)
 
 
+def _read_batch(bins_dir: Path, stems: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """The stems' bins as one batch, with the digest of the bytes actually read: the dump's
+    record names what it was made from."""
+    inputs = [load_bin(bins_dir / f"{stem}.bin") for stem in stems]
+    return np.stack(inputs), [bytes_digest(memoryview(array).cast("B")) for array in inputs]
+
+
 def _infer_split(
     engine: Backend,
     layout: RunLayout,
@@ -368,12 +376,21 @@ def _infer_split(
     """Write each dump and record its digest with the digest of the bin it came from."""
     bins_dir = layout.bins_dir(split)
     store = digest_store(layout.root)
-    with progress(len(stems), f"infer {backend} {split}", "img", quiet or not stems) as bar:
-        for chunk in _batches(stems, batch_size):
-            inputs = [load_bin(bins_dir / f"{stem}.bin") for stem in chunk]
-            # The bytes actually read: the dump's record names what it was made from.
-            sources = [bytes_digest(memoryview(array).cast("B")) for array in inputs]
-            features = engine.run(np.stack(inputs))
+    chunks = _batches(stems, batch_size)
+    with (
+        progress(len(stems), f"infer {backend} {split}", "img", quiet or not stems) as bar,
+        # The next batch is read and digested while this one is inferred: file reads and
+        # hashing release the GIL, and would otherwise add about 4 ms per image (5 % of a
+        # CPU inference) to the stage.
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcb-read-bins") as reader,
+    ):
+        upcoming = reader.submit(_read_batch, bins_dir, chunks[0]) if chunks else None
+        for index, chunk in enumerate(chunks):
+            assert upcoming is not None
+            batch, sources = upcoming.result()
+            if index + 1 < len(chunks):
+                upcoming = reader.submit(_read_batch, bins_dir, chunks[index + 1])
+            features = engine.run(batch)
             if features.shape[0] != len(chunk) or features[0].nbytes != FEATURE_BYTES:
                 raise PcbError(
                     f"backend {backend} returned features of shape {features.shape} for "

@@ -65,6 +65,17 @@ def test_a_stage_faster_at_the_larger_scale_gets_no_negative_slope() -> None:
     assert fits["export"][1] == 0.0 and fits["export"][0] == pytest.approx(12.0)
 
 
+def test_a_stage_only_the_largest_run_had_is_fitted_through_it_alone() -> None:
+    small = _run(100, 10.0, 2 + 0.05 * 100)
+    large = _run(300, 10.0, 2 + 0.05 * 300)
+    large.stages.append(StageRun("perf", 60.0, 3))
+    fits = fit_stages([small, large])
+    assert fits["infer"] == pytest.approx((2.0, 0.05))
+    assert fits["perf"] == pytest.approx((0.0, 0.2))
+    # perf is a measuring stage: not in the wall time, whatever its fit.
+    assert extrapolate([small, large], 0.0)["wall_s"] == pytest.approx(12 + 0.05 * FULL_IMAGES)
+
+
 def test_one_scale_counts_everything_per_image() -> None:
     fits = fit_stages([_run(100, 10.0, 5.0)])
     assert fits["export"] == (0.0, 0.1)
@@ -107,6 +118,18 @@ def test_tree_rss_counts_children() -> None:
         child.wait()
 
 
+def test_a_stage_peak_between_samples_is_seen(tmp_path: Path) -> None:
+    # 200 MB held for a moment between idle spells, then freed: the RSS at the samples is
+    # small (read that way, 13 MB in 5 of 5 runs), the process's own high-water mark is not.
+    script = (
+        "import time; time.sleep(0.6)\n"
+        "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); del b\n"
+        "time.sleep(0.6)"
+    )
+    seconds, peak = run_stage([sys.executable, "-c", script], tmp_path, tmp_path / "log.txt")
+    assert peak >= 200 * 2**20
+
+
 def test_a_failing_stage_is_named_with_its_output(tmp_path: Path) -> None:
     command = [sys.executable, "-c", "print('bad things'); raise SystemExit(3)"]
     with pytest.raises(PcbError, match=r"(?s)exit 3.*bad things"):
@@ -130,8 +153,11 @@ def test_tiny_real_pipeline(tmp_path: Path) -> None:
     result = bench_market_scale(config, tmp_path, overrides=overrides)
     runs = result.details["scales"]
     assert [r["scale"] for r in runs] == [0.002, 0.004]
-    stages = [s["stage"] for s in runs[0]["stages"]]
+    # perf runs once, at the largest scale; the smaller one uses its best images/s.
+    stages = [s["stage"] for s in runs[1]["stages"]]
     assert stages == ["export", "preprocess", "infer", "evaluate", "perf", "report"]
+    assert "perf" not in [s["stage"] for s in runs[0]["stages"]]
+    assert runs[0]["best_images_per_s"] == runs[1]["best_images_per_s"]
     assert all(s["peak_rss_bytes"] > 10 * 2**20 for s in runs[0]["stages"])
     assert runs[1]["images"] > runs[0]["images"]
     assert runs[1]["bins_bytes"] == runs[1]["images"] * 589_824

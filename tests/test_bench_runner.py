@@ -157,3 +157,38 @@ def test_main_compares_with_an_earlier_run(tmp_path: Path, monkeypatch, capsys) 
 def test_new_benchmarks_are_known_in_order() -> None:
     assert parse_only("market_scale,loadgen,torch") == ["loadgen", "torch", "market_scale"]
     assert BENCHMARKS[-1] == "market_scale"
+
+
+def test_per_batch_ratios_judge_the_round_by_round_spread():
+    from pcb.bench.common import per_batch_ratios
+
+    steady = {
+        "batch_size": 8,
+        "int8_images_per_s": 60.0,
+        "fp32_images_per_s": 16.0,
+        "int8_rounds": [58.0, 60.0, 59.0],
+        "fp32_rounds": [15.5, 16.0, 15.8],
+    }
+    # The machine slowed int8's second round only: a ratio not to print as if exact.
+    shaken = {**steady, "batch_size": 16, "int8_rounds": [60.0, 45.0, 59.0]}
+    bare = {"batch_size": 32, "int8_images_per_s": 60.0, "fp32_images_per_s": 16.0}
+    figures = per_batch_ratios([steady, shaken, bare], "int8", "fp32")
+    assert [f.name for f in figures] == [
+        "bs8: int8 / fp32",
+        "bs16: int8 / fp32",
+        "bs32: int8 / fp32",
+    ]
+    assert figures[0].value == pytest.approx(3.75)
+    assert "round by round stable: 3 repeats" in figures[0].note
+    assert "round by round UNSTABLE: 3 repeats" in figures[1].note
+    assert figures[2].note == "60.0 vs 16.0 img/s"  # no rounds recorded: nothing claimed
+
+
+def test_interleaved_rates_keep_every_round():
+    from pcb.bench.common import interleaved_rates
+
+    rates = interleaved_rates({"a": lambda: sum(range(99)), "b": lambda: sum(range(9))}, 4, 0.0, 2)
+    for rate in rates.values():
+        assert len(rate["rounds"]) == 3
+        assert rate["mean"] == max(rate["rounds"])
+        assert rate["calls"] == 6

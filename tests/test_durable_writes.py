@@ -67,6 +67,35 @@ def test_a_per_image_file_is_written_without_an_fsync(tmp_path, calls) -> None:
     assert (tmp_path / "x.bin").read_bytes() == b"\0" * 16
 
 
+def _paths_given_to(name: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """fileio's function `name`, still called, with the path of each fd it gets recorded."""
+    paths: list[str] = []
+    real = getattr(fileio, name)
+
+    def record(fd: int) -> bool:
+        paths.append(_fd_path(fd))
+        return real(fd)
+
+    monkeypatch.setattr(fileio, name, record)
+    return paths
+
+
+def test_a_per_image_file_starts_its_write_back_without_waiting(tmp_path, monkeypatch) -> None:
+    started = _paths_given_to("start_writeback", monkeypatch)
+    atomic_write_bytes(tmp_path / "x.bin", b"\0" * 590_000, durable=False)
+    atomic_write_bytes(tmp_path / "record.json", b"{}")  # fsynced: nothing to start
+    [temporary] = started
+    assert Path(temporary).name.startswith(".x.bin.") and temporary.endswith(".tmp")
+
+
+def test_the_real_sync_file_range_answers(tmp_path) -> None:
+    with open(tmp_path / "x.bin", "wb") as handle:
+        handle.write(b"\1" * 100_000)
+        handle.flush()
+        assert fileio.start_writeback(handle.fileno()) is True
+    assert fileio.start_writeback(-1) is False  # EBADF: refused, and nothing raised
+
+
 def test_the_mode_is_set_before_the_data_is_synced(tmp_path) -> None:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -87,14 +116,7 @@ def test_a_full_disk_at_fsync_leaves_no_temporary_file(tmp_path, monkeypatch) ->
 
 
 def test_sync_folder_is_one_syncfs_of_the_file_system(tmp_path, monkeypatch) -> None:
-    synced: list[str] = []
-    real = fileio._syncfs
-
-    def record(fd: int) -> bool:
-        synced.append(_fd_path(fd))
-        return real(fd)
-
-    monkeypatch.setattr(fileio, "_syncfs", record)
+    synced = _paths_given_to("_syncfs", monkeypatch)
     sync_folder(tmp_path)
     assert synced == [str(tmp_path)]
 
@@ -207,3 +229,15 @@ def test_inference_dumps_are_synced_before_the_stage_is_recorded_complete(
     assert not any(path.endswith("_0.bin") or "_0.bin." in path for path in fsyncs)
     assert seen == [(str(run), "running", len(dumps))]
     assert manifest(run)["stages"]["infer/onnxruntime"]["status"] == "complete"
+
+
+def test_the_write_back_flag_is_the_kernels() -> None:
+    # Linux's include/uapi/linux/fs.h: `#define SYNC_FILE_RANGE_WRITE 2`; installed here as
+    # /usr/include/linux/fs.h by linux-libc-dev.
+    header = Path("/usr/include/linux/fs.h")
+    if not header.is_file():
+        pytest.skip("no kernel headers here (linux-libc-dev)")
+    import re
+
+    [value] = re.findall(r"#define\s+SYNC_FILE_RANGE_WRITE\s+(\d+)", header.read_text())
+    assert int(value) == fileio.SYNC_FILE_RANGE_WRITE

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..measure.stability import Spread, spread
+
 
 @dataclass
 class Figure:
@@ -47,7 +49,8 @@ class BenchResult:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """How much each benchmark measures: `quick_mode()` fits 3 minutes on 2 cores, `full()` 20.
+    """How much each benchmark measures: `quick_mode()` a smaller run, `full()` about 25 minutes on
+    2 cores (1,525 s measured).
 
     The re-run benchmark takes its demo size and perf settings from invoke.yaml, as
     `invoke full --demo` does, in both modes.
@@ -68,7 +71,7 @@ class BenchConfig:
     agreement_identities: int = 500
     # Preprocessing: demo identities drawn for the image set, and timed repetitions.
     preprocess_identities: int = 300
-    preprocess_repeats: int = 3
+    preprocess_repeats: int = 5
     # Evaluation: queries the plain reference computes distances for (extrapolated to all),
     # and whether the reference ranks every query (identical CMC / mAP) or only those.
     reference_queries: int = 48
@@ -125,8 +128,21 @@ def per_batch_ratios(
     for row in rows:
         high, low = row[f"{top}_images_per_s"], row[f"{bottom}_images_per_s"]
         name = f"bs{row['batch_size']}: {label or f'{top} / {bottom}'}"
-        figures.append(Figure(name, high / low, "x", note=f"{high:.1f} vs {low:.1f} img/s"))
+        note = f"{high:.1f} vs {low:.1f} img/s"
+        rounds = paired_ratio_spread(row, top, bottom)
+        if rounds is not None:
+            note += f"; round by round {rounds.describe()}"
+        figures.append(Figure(name, high / low, "x", note=note))
     return figures
+
+
+def paired_ratio_spread(row: dict[str, Any], top: str, bottom: str) -> Spread | None:
+    """The spread of `top` / `bottom` round by round (each round measured both, one after
+    the other, so a slow spell of the machine falls on both), None without rounds."""
+    highs, lows = row.get(f"{top}_rounds"), row.get(f"{bottom}_rounds")
+    if not highs or not lows or len(highs) != len(lows):
+        return None
+    return spread([high / low for high, low in zip(highs, lows, strict=True)])
 
 
 def interleaved_rates(
@@ -135,12 +151,13 @@ def interleaved_rates(
     min_seconds: float,
     min_iterations: int,
     rounds: int = 3,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """Items per second of each function (each call handles `items`), measured side by side.
 
     After one untimed warm-up call each, the functions take turns for `rounds` rounds of at
     least min_seconds / rounds and min_iterations calls each. Per function: "mean" is the
-    rate of its fastest round (calls over the round's time), "best" its fastest single call.
+    rate of its fastest round (calls over the round's time), "best" its fastest single call,
+    "rounds" every round's rate in order.
     Taking turns spreads bursts of load from other processes over all contenders, and the
     fastest round is the one least disturbed by them: on a shared machine load only slows.
     """
@@ -164,6 +181,7 @@ def interleaved_rates(
             "mean": max(round_rates[name]),
             "best": items / min(samples[name]),
             "calls": len(samples[name]),
+            "rounds": round_rates[name],
         }
         for name in funcs
     }

@@ -180,6 +180,8 @@ def bench_cpu_inference(config: BenchConfig, run: DemoRun) -> BenchResult:
                 "onnxruntime_best_images_per_s": ort_rate["best"],
                 "torch_images_per_s": torch_rate["mean"],
                 "torch_best_images_per_s": torch_rate["best"],
+                "onnxruntime_rounds": ort_rate["rounds"],
+                "torch_rounds": torch_rate["rounds"],
                 "onnxruntime_gflops": ort_rate["mean"] * gflop,
             }
         )

@@ -3,8 +3,10 @@
 The onnxruntime fp32 backend is measured by the LoadGen sweep the perf stage uses
 (pcb.measure.perf_loadgen: Offline repeats at every batch size, SingleStream at batch 1), and, side
 by side at the same batch sizes, by the bench's own interleaved timer (the rate of its
-fastest round). LoadGen's Offline rate over that timer's says what the harness costs: a SUT
-that runs each query in LoadGen's thread should lose almost nothing.
+fastest round). LoadGen's fastest Offline repeat over that timer's fastest round says what the
+harness costs (like against like: the least disturbed run of each, so load from other work
+does not pass for overhead): a SUT that runs each query in LoadGen's thread should lose
+almost nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def bench_loadgen(config: BenchConfig, run: DemoRun, workdir: Path | None = None
         config.min_seconds,
         config.min_iterations,
     )["timer"]["mean"]
+    fastest_offline = max((r.images_per_s for r in best.offline), default=best.images_per_s)
     valid = sum(1 for m in measured for r in m.runs if r.valid)
     total = sum(len(m.runs) for m in measured)
     stable = sum(1 for m in measured if m.throughput and m.throughput.stable)
@@ -78,10 +81,11 @@ def bench_loadgen(config: BenchConfig, run: DemoRun, workdir: Path | None = None
         ),
         ratio_figure(
             "LoadGen Offline / own timer, best batch",
-            best.images_per_s / own,
+            fastest_offline / own,
             TARGET_OVERHEAD_RATIO,
             "",
-            note=f"batch {best.batch_size}: {best.images_per_s:.1f} vs {own:.1f} img/s",
+            note=f"batch {best.batch_size}: fastest Offline repeat {fastest_offline:.1f} vs "
+            f"fastest own round {own:.1f} img/s",
         ),
     ]
     if single is not None:
