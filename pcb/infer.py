@@ -380,8 +380,7 @@ def _infer_split(
     with (
         progress(len(stems), f"infer {backend} {split}", "img", quiet or not stems) as bar,
         # The next batch is read and digested while this one is inferred: file reads and
-        # hashing release the GIL, and would otherwise add about 4 ms per image (5 % of a
-        # CPU inference) to the stage.
+        # hashing release the GIL, so they overlap inference instead of adding to the stage.
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcb-read-bins") as reader,
     ):
         upcoming = reader.submit(_read_batch, bins_dir, chunks[0]) if chunks else None

@@ -50,7 +50,7 @@ class BenchResult:
 @dataclass(frozen=True)
 class BenchConfig:
     """How much each benchmark measures: `quick_mode()` a smaller run, `full()` about 25 minutes on
-    2 cores (1,525 s measured).
+    2 cores (1,506 s measured: docs/measurements/bench-2026-12-02-epyc-2core-stop21.json).
 
     The re-run benchmark takes its demo size and perf settings from invoke.yaml, as
     `invoke full --demo` does, in both modes.

@@ -72,8 +72,8 @@ def agreement(
         )
         feats["fp32"][split] = features_of(fp32, images)
         feats["int8"][split] = features_of(int8, images)
-    cosine = np.concatenate([cosine_agreement(feats["fp32"][s], feats["int8"][s]) for s in SPLITS])
     every = {p: np.concatenate([f[s] for s in SPLITS]) for p, f in feats.items()}
+    cosine = cosine_agreement(every["fp32"], every["int8"])
     centred = centred_cosine_agreement(every["fp32"], every["int8"])
     ranking = {
         precision: evaluate_features(

@@ -103,9 +103,9 @@ def _children_of() -> dict[int, list[int]]:
     return tree
 
 
-def tree_rss_bytes(pid: int, field: str = "VmRSS") -> int:
+def tree_rss_bytes(pid: int, status_key: str = "VmRSS") -> int:
     """Resident memory of `pid` and every process below it, summed (Linux /proc). With
-    field="VmHWM" each process counts its own peak so far, which a later sample still sees."""
+    status_key="VmHWM" each process counts its own peak so far, which a later sample still sees."""
     tree = _children_of()
     total, todo = 0, [pid]
     while todo:
@@ -114,7 +114,7 @@ def tree_rss_bytes(pid: int, field: str = "VmRSS") -> int:
         try:
             with open(f"/proc/{current}/status", encoding="utf-8") as handle:
                 for line in handle:
-                    if line.startswith(f"{field}:"):
+                    if line.startswith(f"{status_key}:"):
                         total += int(line.split()[1]) * 1024
                         break
         except (OSError, ValueError, IndexError):
