@@ -19,7 +19,7 @@ from ..errors import PcbError
 from . import builds
 from .argv import NPU_BACKEND, report_call, stage_call
 from .dry_run import describe_plan
-from .executors import Executor
+from .executors import Executor, runs_here
 from .inputs_check import check_inputs
 from .pipeline import full_pipeline, import_pipeline, trt_pipeline
 from .preflight import check_hosts, resolve_auto_chip
@@ -63,7 +63,7 @@ def run_calls(
         return
     executor = executor or executor_for(settings, host_root)
     # This host is checked for the calls it runs; a remote engine's stage checks its own host.
-    here = [c for c in calls if getattr(executor, "is_local", lambda call: True)(c)]
+    here = [c for c in calls if runs_here(executor, c)]
     check_hosts(here, executor.name, host_root)
     if check_first is not None:  # the task's own pre-flight (invoke full: inputs_check.py)
         check_first()

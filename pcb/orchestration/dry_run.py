@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..cli.preview import tool_commands
-from .executors import Executor
+from .executors import Executor, runs_here
 from .gpus import gpus_label
 from .routing import executor_for
 from .settings import Settings
@@ -54,12 +54,11 @@ def describe_plan(
             lines += [f"{indent}    $ {command}" for command in commands]
     # This host is checked for the NPU stages it runs; a remote engine's host is probed when
     # the run starts (remote_executor.preflight), which a dry run does not do.
-    local = getattr(executor, "is_local", lambda call: True)
     missing = sorted(
         {
             m
             for call in calls
-            if call.npu_devices and local(call)
+            if call.npu_devices and runs_here(executor, call)
             for m in npu_host(call.npu_devices, host_root).missing
         }
     )

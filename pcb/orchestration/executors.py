@@ -88,3 +88,10 @@ class EngineRouter:
 
     def run(self, call: StageCall) -> None:
         self.executor(call).run(call)
+
+
+def runs_here(executor: object, call: StageCall) -> bool:
+    """Whether this host runs the call: yes, unless the executor routes it to another engine
+    (an EngineRouter, or anything else that says so with `is_local`)."""
+    is_local = getattr(executor, "is_local", None)
+    return True if is_local is None else bool(is_local(call))

@@ -24,7 +24,6 @@ chain, its engine and the stage; a re-run continues where the manifest says the 
 from __future__ import annotations
 
 import io
-import os
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PcbError
+from ..record.folder_locks import folder_lock
 from ..record.runlock import RunLock
 from .pipeline import Chain, Plan
 from .stage import StageCall
@@ -47,7 +47,7 @@ class RunGate:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._lock = threading.Lock()
+        self._lock = folder_lock("writers", self.root)
 
     @contextmanager
     def local(self) -> Iterator[None]:
@@ -59,31 +59,8 @@ class RunGate:
     def held(self, stage: str) -> Iterator[None]:
         """This process writes the folder (a remote stage's transfers): the record lock too,
         so that another pcb process is refused, as it would be by a stage here."""
-        with self._lock:
-            lock = RunLock(self.root, stage)
-            lock.acquire()
-            try:
-                yield
-            finally:
-                lock.release()
-
-
-_GATES: dict[str, RunGate] = {}
-_GATES_GUARD = threading.Lock()
-
-
-def gate_for(root: Path) -> RunGate:
-    """The process's gate of a run folder (one per folder, whoever asks)."""
-    key = os.path.realpath(root)
-    with _GATES_GUARD:
-        return _GATES.setdefault(key, RunGate(Path(root)))
-
-
-def run_dir_of(call: StageCall) -> Path | None:
-    for flag, value in zip(call.args, call.args[1:]):
-        if flag == "--run" and isinstance(value, Path):
-            return value
-    return None
+        with self._lock, RunLock(self.root, stage):
+            yield
 
 
 # ---- the terminal between threads --------------------------------------------------------------
@@ -342,12 +319,12 @@ def run_groups(
 def run_one(executor: Any, call: StageCall) -> None:
     """One call of a chain: a stage here holds the run folder's gate for its whole run; a
     remote engine's stage takes it itself around its transfers."""
-    run = run_dir_of(call)
+    run = call.run_dir()
     local = getattr(executor, "is_local", lambda c: True)(call)
     if run is None or not local:
         executor.run(call)
         return
-    with gate_for(run).local():
+    with RunGate(run).local():
         executor.run(call)
 
 

@@ -24,13 +24,14 @@ again) until `invoke clean --engine ...` removes them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from .executors import Preview
 from .images import PROJECT_ROOT, image_def
 from .lifecycle import remove_orphans
 from .owner import LABEL_CHECKOUT, LABEL_RUN, LABEL_STAGE, owner_labels
-from .parallel import RunGate, gate_for
+from .parallel import RunGate
 from .settings import Settings
 from .spec import (
     DATA_TARGET,
@@ -245,10 +246,10 @@ class RemoteExecutor:
         where = f"{self.endpoint}"
         self.log(f"==> {call.stage} [pcb-{call.image} on {where}]: {' '.join(call.argv())}")
         client, image, spec = self._prepare(call)
-        run_dir = _run_dir(call)
+        run_dir = call.run_dir()
         # Sequential (as a local stage would): the run folder is ours for the whole stage. In
         # parallel: only while sending and fetching, so that a stage here runs meanwhile.
-        gate = gate_for(run_dir) if run_dir is not None else None
+        gate = RunGate(run_dir) if run_dir is not None else None
         whole = gate.held(call.stage) if gate is not None and not self.parallel else nullcontext()
         with whole:
             self._volumes(client, call)
@@ -275,9 +276,20 @@ class RemoteExecutor:
     def _transfer(self, gate: RunGate | None, stage: str) -> Any:
         return gate.held(stage) if gate is not None and self.parallel else nullcontext()
 
-    def _send(self, helper: Helper, call: StageCall, where: str, seen: dict) -> None:
-        uploaded = TransferStats()
+    @contextmanager
+    def _counted(
+        self, total: TransferStats, stage: str, where: str, verb: str
+    ) -> Iterator[TransferStats]:
+        """One transfer's figures, added to the executor's `total` and logged."""
+        stats = TransferStats()
         try:
+            yield stats
+        finally:  # what a cut-off transfer had moved counts too
+            total.add(stats)
+        self.log(_line(stage, where, verb, stats))
+
+    def _send(self, helper: Helper, call: StageCall, where: str, seen: dict) -> None:
+        with self._counted(self.sent, call.stage, where, "sent") as uploaded:
             send(
                 helper,
                 self.roots(call, outputs=False),
@@ -287,9 +299,6 @@ class RemoteExecutor:
                 stats=uploaded,
                 seen=seen,
             )
-        finally:  # what a cut-off transfer had sent counts too
-            self.sent.add(uploaded)
-        self.log(_line(call.stage, where, "sent", uploaded))
 
     def _fetch(
         self, helper: Helper, call: StageCall, where: str, seen: dict, before: dict | None
@@ -298,14 +307,14 @@ class RemoteExecutor:
         still the one sent (stages in turn: nothing else wrote it), else only the entries the
         stage changed merged into ours (a chain running here meanwhile has entries in it
         that the far side never saw, which a copy would lose)."""
-        run_dir = _run_dir(call)
+        run_dir = call.run_dir()
         manifest = None
-        if run_dir is not None and _changed_since(Path(run_dir) / MANIFEST_NAME, seen, call, self):
-            local = Roots.of(self.data_dir, self.results_dir)
-            remote_run = container_path(Path(os.path.realpath(run_dir)), local, call.stage)
-            manifest = f"{remote_run}/{MANIFEST_NAME}"
-        fetched = TransferStats()
-        try:
+        if run_dir is not None:
+            here = Path(run_dir) / MANIFEST_NAME
+            there = self._container_path(here, call)
+            if _changed_since(here, there, seen):
+                manifest = there
+        with self._counted(self.received, call.stage, where, "fetched") as fetched:
             fetch(
                 helper,
                 self.roots(call, outputs=True),
@@ -317,30 +326,22 @@ class RemoteExecutor:
             )
             if manifest is not None and run_dir is not None:
                 self._merge(helper, manifest, run_dir, before)
-        finally:
-            self.received.add(fetched)
-        self.log(_line(call.stage, where, "fetched", fetched))
+
+    def _container_path(self, path: Path, call: StageCall) -> str:
+        """Where the stage's container (and the transfer helper) sees this file of ours."""
+        local = Roots.of(self.data_dir, self.results_dir)
+        return container_path(Path(os.path.realpath(path)), local, call.stage)
 
     def _merge(self, helper: Helper, manifest: str, run_dir: Path, before: dict | None) -> None:
-        import json
-
         try:
             there = json.loads(helper.read(manifest) or b"null")
         except Exception:  # the stage wrote none (not recorded): nothing to merge
             return
         if not isinstance(there, dict) or not isinstance(there.get("stages"), dict):
             return
-        old = before or {"stages": {}, "inputs": {}}
-        stages = {
-            key: entry
-            for key, entry in there["stages"].items()
-            if entry != (old.get("stages") or {}).get(key)
-        }
-        inputs = {
-            key: value
-            for key, value in (there.get("inputs") or {}).items()
-            if value != (old.get("inputs") or {}).get(key)
-        }
+        old = before or {}
+        stages = _changed(there["stages"], old.get("stages"))
+        inputs = _changed(there.get("inputs") or {}, old.get("inputs"))
         if stages or inputs or before is None:
             merge_entries(run_dir, stages, inputs, template=there)
 
@@ -399,7 +400,7 @@ class RemoteExecutor:
         return self._local
 
     def _labels(self, call: StageCall) -> dict[str, str]:
-        run = _run_dir(call)
+        run = call.run_dir()
         return {LABEL_CHECKOUT: str(PROJECT_ROOT), LABEL_RUN: str(run or "")}
 
     def _volumes(self, client: Any, call: StageCall) -> None:
@@ -484,21 +485,19 @@ class _Recording:
         return Containers()
 
 
-def _run_dir(call: StageCall) -> Path | None:
-    for flag, value in zip(call.args, call.args[1:]):
-        if flag == "--run" and isinstance(value, Path):
-            return value
-    return None
-
-
-def _changed_since(path: Path, seen: dict, call: StageCall, executor: RemoteExecutor) -> bool:
-    """Whether the file here is no longer what the upload listed (`seen`, by container path)."""
+def _changed_since(path: Path, key: str, seen: dict) -> bool:
+    """Whether the file here is no longer what the upload listed (`seen`, by container path:
+    this file's is `key`)."""
     from ..record.digest import file_digest
 
-    local = Roots.of(executor.data_dir, executor.results_dir)
-    key = container_path(Path(os.path.realpath(path)), local, call.stage)
     now = (path.stat().st_size, file_digest(path)) if path.is_file() else None
     return now != seen.get(key)
+
+
+def _changed(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The entries of `new` that `old` lacks or holds otherwise."""
+    old = old or {}
+    return {key: value for key, value in new.items() if value != old.get(key)}
 
 
 def _manifest_of(run_dir: Path | None) -> dict | None:
@@ -514,7 +513,9 @@ def _manifest_of(run_dir: Path | None) -> dict | None:
 # What the engine says when a container asks for what its host lacks (moby, verbatim formats:
 # oci/devices_linux.go `error gathering device information while adding custom device %q: %s`;
 # volume/mounts `invalid mount config for type %q: bind source path does not exist: %s`).
-# tests/fixtures/docker_missing_host_path.txt holds both as engine 20.10.24 said them.
+# tests/fixtures/docker_missing_host_path.txt holds both as engine 20.10.24 said them, through
+# the docker 28 and 20.10 CLIs; the older CLI ends the message with a full stop, which a path
+# read from such text must not keep (tests/fixtures/docker_missing_bind_source_public.txt).
 _DEVICE = re.compile(r'error gathering device information while adding custom device "([^"]+)"')
 _BIND = re.compile(r"bind source path does not exist: (\S+)")
 

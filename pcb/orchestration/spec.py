@@ -419,14 +419,8 @@ def build_spec(
 def stage_labels(call: StageCall) -> dict[str, str]:
     """What a container is, as labels: its stage, image, run folder and checkout. (Its owner
     is added when it is started: see owner.owner_labels.)"""
-    run = next(
-        (
-            str(_absolute(Path(value)))
-            for flag, value in zip(call.args, call.args[1:])
-            if flag == "--run" and isinstance(value, Path)
-        ),
-        "",
-    )
+    run_dir = call.run_dir()
+    run = "" if run_dir is None else str(_absolute(run_dir))
     return {
         LABEL_STAGE: call.stage,
         LABEL_IMAGE: call.image,

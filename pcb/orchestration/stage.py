@@ -36,6 +36,13 @@ class StageCall:
     def argv(self) -> list[str]:
         return [self.stage, *(str(a) for a in self.args)]
 
+    def run_dir(self) -> Path | None:
+        """The run folder the stage writes (its `--run` argument), if it has one."""
+        for flag, value in zip(self.args, self.args[1:]):
+            if flag == "--run" and isinstance(value, Path):
+                return value
+        return None
+
 
 def join_ints(values: Sequence[int]) -> str:
     """(1, 4, 8) -> "1,4,8": how every list-valued option is written."""

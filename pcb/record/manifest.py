@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from .fingerprint import (
     tree_changes,
     tree_fingerprint,
 )
+from .folder_locks import folder_lock
 from .runlock import RunLock
 
 SCHEMA = 1
@@ -757,15 +757,6 @@ def _planned(entry: Mapping[str, Any]) -> list[str]:
 
 # ---------------------------------------------------------------- merging entries from elsewhere
 
-_MERGE_LOCKS: dict[str, threading.Lock] = {}
-_MERGE_LOCKS_GUARD = threading.Lock()
-
-
-def _merge_lock(root: Path) -> threading.Lock:
-    key = os.path.realpath(root)
-    with _MERGE_LOCKS_GUARD:
-        return _MERGE_LOCKS.setdefault(key, threading.Lock())
-
 
 def merge_entries(
     root: Path,
@@ -779,7 +770,7 @@ def merge_entries(
     merging at once in threads of this process each keep the other's entries (a plain
     fetch of the far side's manifest would overwrite them). A run without a manifest starts
     from `template` (the far side's whole manifest) or a new one."""
-    with _merge_lock(root):
+    with folder_lock("manifest merge", root):
         manifest = read_manifest(root)
         if manifest is None:
             manifest = dict(template) if template is not None else new_manifest(root)
