@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from tiny_model import make_tiny_model
 
 from pcb.layout import RunLayout
+from pcb.orchestration.settings import Settings, settings_from_config
 
 TESTS = Path(__file__).resolve().parent
 REAL = TESTS / "fixtures" / "real"
@@ -69,3 +71,27 @@ def make_run(root: Path, sizes: dict[str, int] | None = None) -> RunLayout:
             lines.append(f"{index} bins/{split}/{stem}.bin 64 128")
         layout.info_path(split).write_text("\n".join(lines) + "\n")
     return layout
+
+
+def tiny_chip_settings(root: Path, **overrides: Any) -> Settings:
+    """`invoke full --chip 310P3`'s settings at the smallest size: a 4-identity demo dataset
+    under root/data, results under root/results, two batch sizes, three NPU loops."""
+    from pcb.demo import write_dataset
+
+    data, results = root / "data", root / "results"
+    for folder in (data, results):
+        folder.mkdir(parents=True, exist_ok=True)
+    write_dataset(data / "demo", identities=4)
+    config = {
+        "chip": "310P3",
+        "devices": "0",
+        "data_dir": str(data),
+        "dataset": str(data / "demo" / "Market-1501-v15.09.15"),
+        "results_dir": str(results),
+        "batch_sizes": [1, 2],
+        "infer_batch_size": 4,
+        "npu_loop": 3,
+        "npu_warmup": 0,
+        "quiet": True,
+    }
+    return settings_from_config({**config, **overrides})

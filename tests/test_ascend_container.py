@@ -23,13 +23,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ascend_helpers import DOUBLES, fixture_path
+from ascend_helpers import DOUBLES, fixture_path, tiny_chip_settings
 
 from pcb.orchestration import docker_executor
 from pcb.orchestration.docker_executor import container_spec
 from pcb.orchestration.pipeline import full_pipeline
 from pcb.orchestration.preflight import check_npu_hosts
-from pcb.orchestration.settings import settings_from_config
 from pcb.orchestration.spec import NPU_DCMI, NPU_DRIVER, ContainerSpec
 from pcb.orchestration.stage import StageCall
 
@@ -94,8 +93,9 @@ def client(docker_client):
     return docker_client
 
 
-@pytest.fixture(scope="module")
-def image(client) -> str:
+def double_image(client) -> str:
+    """pcb-runtime with this checkout's pcb and the Ascend doubles, built unless an image of
+    these very files on this base is there (its tag is their digest)."""
     from docker.errors import ImageNotFound
 
     try:
@@ -113,6 +113,12 @@ def image(client) -> str:
         client.images.build(
             fileobj=_tar(files), custom_context=True, tag=tag, rm=True, network_mode="none"
         )
+    return tag
+
+
+@pytest.fixture(scope="module")
+def image(client) -> str:
+    tag = double_image(client)
     # Earlier test images (other sources) are of no further use.
     for old in client.images.list(name="pcb-test-ascend"):
         for reference in old.tags:
@@ -162,26 +168,9 @@ def run_call(client, call: StageCall, spec: ContainerSpec, host: Path, token: st
 def test_chip_pipeline_in_containers(client, image, tmp_path: Path):
     from tiny_model import make_tiny_model
 
-    from pcb.demo import write_dataset
-
-    data, results = tmp_path / "data", tmp_path / "results"
-    write_dataset(data / "demo", identities=4)
+    settings = tiny_chip_settings(tmp_path, devices="0,1", run="npu")
+    data, results = settings.data_dir, settings.results_dir
     host = fake_host(tmp_path / "host")
-    settings = settings_from_config(
-        {
-            "chip": "310P3",
-            "devices": "0,1",
-            "data_dir": str(data),
-            "dataset": str(data / "demo" / "Market-1501-v15.09.15"),
-            "results_dir": str(results),
-            "run": "npu",
-            "batch_sizes": [1, 2],
-            "infer_batch_size": 4,
-            "npu_loop": 3,
-            "npu_warmup": 0,
-            "quiet": True,
-        }
-    )
     make_tiny_model(settings.run_dir / "model" / "pcb.onnx")
     calls = [c for c in full_pipeline(settings) if c.stage != "export"]
     check_npu_hosts(calls, host_root=host)  # the pre-flight passes on the (fake) Ascend host

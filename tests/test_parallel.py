@@ -23,6 +23,7 @@ from pcb.orchestration.settings import settings_from_config
 from pcb.record.manifest import merge_entries, read_manifest
 
 FIXTURE = Path(__file__).parent / "fixtures" / "docker_missing_host_path.txt"
+PUBLIC_BIND = Path(__file__).parent / "fixtures" / "docker_missing_bind_source_public.txt"
 
 
 def chip_trt_settings(**engines):
@@ -63,7 +64,7 @@ def test_chains_group_by_the_engine_of_their_platform_image():
     npu = EngineRouter(object(), {"cann": FakeRemote("ssh://u@npu-host")})  # type: ignore[arg-type]
     groups = parallel.group_chains(plan, npu)
     assert [g.label for g in groups] == ["ascend@ssh://u@npu-host", "tensorrt+cpu@local"]
-    # Everything on one engine: one group, the calls in today's order.
+    # cann and tensorrt on one remote engine: one group there, and the runtime (cpu chain) here.
     same = EngineRouter(object(), {"cann": FakeRemote("x"), "tensorrt": FakeRemote("x")})  # type: ignore[arg-type]
     assert len(parallel.group_chains(plan, same)) == 2  # runtime (cpu chain) stays local
     alone = parallel.group_chains(plan, object())
@@ -179,11 +180,31 @@ def test_run_plan_sequential_on_one_engine_says_why(capsys, tmp_path, monkeypatc
     assert "one after the other on one engine" in capsys.readouterr().out
 
 
+def cli_outputs(fixture: Path) -> list[str]:
+    """Each command's stderr in a fixture of docker CLI output: from one `docker: ` line to
+    the next (comment lines left out)."""
+    outputs: list[str] = []
+    for line in fixture.read_text().splitlines():
+        if line.startswith("docker: "):
+            outputs.append(line)
+        elif outputs and not line.startswith("#"):
+            outputs[-1] += "\n" + line
+    return outputs
+
+
 def test_the_engines_refusals_are_read_from_its_own_words():
-    lines = [line for line in FIXTURE.read_text().splitlines() if not line.startswith("#")]
-    assert refused_host_path(lines[0]) == ("device", "/dev/davinci0")
-    assert refused_host_path(lines[1]) == ("folder", "/usr/local/Ascend/driver")
+    outputs = cli_outputs(FIXTURE)
+    assert len(outputs) == 4  # two commands, each by the docker 28 and the docker 20.10 CLI
+    for device, folder in (outputs[0:2], outputs[2:4]):
+        assert refused_host_path(device) == ("device", "/dev/davinci0")
+        assert refused_host_path(folder) == ("folder", "/usr/local/Ascend/driver")
     assert refused_host_path("No such image: pcb-cann:latest") is None
+
+
+def test_an_older_engines_bind_refusal_ends_in_a_full_stop_that_is_not_the_paths():
+    outputs = cli_outputs(PUBLIC_BIND)
+    assert refused_host_path(outputs[0]) == ("folder", "/Users/krinkle/Documents/.git")
+    assert refused_host_path(outputs[1]) == ("folder", "/app")
 
 
 def test_a_refusal_names_host_stage_device_and_the_fix():
@@ -192,7 +213,7 @@ def test_a_refusal_names_host_stage_device_and_the_fix():
 
     executor = RemoteExecutor(Endpoint("ssh://u@gpu-host"))
     executor._host = "gpu-host"
-    line = FIXTURE.read_text().splitlines()[-2]
+    line = cli_outputs(FIXTURE)[0]
     message = executor._refusal(convert_call(chip_trt_settings()), Exception(line))
     assert "stage convert cannot run on the engine ssh://u@gpu-host (host gpu-host)" in message
     assert "no device /dev/davinci0" in message and "npu-smi info" in message

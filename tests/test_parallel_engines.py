@@ -29,15 +29,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from ascend_helpers import tiny_chip_settings
 
 from pcb.errors import PcbError
 from pcb.orchestration import commands, docker_executor
 from pcb.orchestration.endpoints import Endpoint, client_for
 from pcb.orchestration.executors import EngineRouter
+from pcb.orchestration.lifecycle import labelled_containers
 from pcb.orchestration.owner import LABEL_PID
 from pcb.orchestration.pipeline import full_pipeline
 from pcb.orchestration.remote_executor import RemoteExecutor
-from pcb.orchestration.settings import settings_from_config
 from pcb.orchestration.stage import StageCall
 
 pytestmark = [pytest.mark.docker, pytest.mark.remote, pytest.mark.slow]
@@ -80,17 +81,8 @@ def doubles(local) -> dict[str, str]:
     pcb-runtime with this checkout's pcb and the Ascend doubles)."""
     import test_ascend_container as ascend
     import test_tensorrt_docker as trt
-    from docker.errors import ImageNotFound
-
-    try:
-        base = local.images.get(ascend.BASE)
-    except ImageNotFound:
-        pytest.skip(f"{ascend.BASE} is not built: `invoke build --image runtime` first")
-    files = ascend._context()
-    digest = hashlib.sha256(base.id.encode())
-    for name, (data, mode) in sorted(files.items()):
-        digest.update(f"{name}\0{mode:o}\0".encode() + hashlib.sha256(data).digest())
-    npu = _build(local, f"pcb-test-ascend:{digest.hexdigest()[:12]}", ascend._tar(files))
+    npu = ascend.double_image(local)
+    base = local.images.get(ascend.BASE)
     context, trt_digest = trt._context()
     tag = hashlib.sha256((trt_digest + base.id).encode()).hexdigest()[:12]
     gpu = _build(local, f"pcb-test-trtexec-double:{tag}", io.BytesIO(context))
@@ -98,27 +90,8 @@ def doubles(local) -> dict[str, str]:
 
 
 def settings_in(root: Path):
-    from pcb.demo import write_dataset
-
-    data, results = root / "data", root / "results"
-    for folder in (data, results):
-        folder.mkdir(parents=True, exist_ok=True)
-    write_dataset(data / "demo", identities=4)
-    config = {
-        "chip": "310P3",
-        "devices": "0",
-        "trt": True,
-        "data_dir": str(data),
-        "dataset": str(data / "demo" / "Market-1501-v15.09.15"),
-        "results_dir": str(results),
-        "run": "both",
-        "batch_sizes": [1, 2],
-        "infer_batch_size": 4,
-        "npu_loop": 3,
-        "npu_warmup": 0,
-        "quiet": True,
-    }
-    return replace(settings_from_config(config), engines=(("cann", ENGINE2),))
+    settings = tiny_chip_settings(root, trt=True, run="both")
+    return replace(settings, engines=(("cann", ENGINE2),))
 
 
 def plan_calls(settings) -> list[StageCall]:
@@ -169,7 +142,7 @@ def router_for(settings, doubles, local, engine2, monkeypatch) -> EngineRouter:
 
 
 def owned(client) -> list:
-    return client.containers.list(all=True, filters={"label": f"{LABEL_PID}={os.getpid()}"})
+    return labelled_containers(client, f"{LABEL_PID}={os.getpid()}")
 
 
 def test_two_chains_on_two_engines_run_together_and_end_in_one_report(
@@ -259,10 +232,13 @@ def test_a_fault_in_one_chain_stops_the_other_and_a_rerun_continues(
     assert "report" not in {e["stage"] for e in manifest["stages"].values()}
     capsys.readouterr()
 
-    # The re-run: what completed is skipped, the rest runs, the report comes out.
+    # The re-run: what completed before the fault is skipped (the head's preprocess, the
+    # local chain's inference), the rest runs, the report comes out.
     commands.run_plan(calls, router)
     out = capsys.readouterr().out
-    assert "preprocess: skipped" in out or "skipped" in out
+    assert "preprocess: skipped, complete since" in out, out[-3000:]
+    assert "infer/onnxruntime: skipped, complete since" in out, out[-3000:]
+    assert "evaluate/onnxruntime: skipped" not in out  # the stage that failed runs again
     report = json.loads((settings.run_dir / "comparison.json").read_text())
     assert NPU in report["accuracy"] and "onnxruntime" in report["accuracy"]
 
