@@ -179,7 +179,8 @@ def bench_int8(config: BenchConfig, run: DemoRun, workdir: Path | None = None) -
             best_int8["int8_images_per_s"] / best_fp32,
             TARGET_SPEEDUP,
             note=(
-                f"int8 bs{best_int8['batch_size']}; CPU int8 paths: {', '.join(vnni) or 'none'}"
+                f"int8 bs{best_int8['batch_size']}; CPU int8 paths: "
+                + (", ".join(vnni) or "none (no VNNI, which the target assumes)")
                 + rounds_note
             ),
         ),
