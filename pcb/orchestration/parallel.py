@@ -36,6 +36,7 @@ from typing import Any
 from ..errors import PcbError
 from ..record.folder_locks import folder_lock
 from ..record.runlock import RunLock
+from .executors import runs_here
 from .pipeline import Chain, Plan
 from .stage import StageCall
 
@@ -320,8 +321,7 @@ def run_one(executor: Any, call: StageCall) -> None:
     """One call of a chain: a stage here holds the run folder's gate for its whole run; a
     remote engine's stage takes it itself around its transfers."""
     run = call.run_dir()
-    local = getattr(executor, "is_local", lambda c: True)(call)
-    if run is None or not local:
+    if run is None or not runs_here(executor, call):
         executor.run(call)
         return
     with RunGate(run).local():
