@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from ascend_helpers import DOUBLES, fixture_path, tiny_chip_settings
+from image_helpers import built_image
 
 from pcb.orchestration import docker_executor
 from pcb.orchestration.docker_executor import container_spec
@@ -106,14 +107,7 @@ def double_image(client) -> str:
     digest = hashlib.sha256(base.id.encode())
     for name, (data, mode) in sorted(files.items()):
         digest.update(f"{name}\0{mode:o}\0".encode() + hashlib.sha256(data).digest())
-    tag = f"pcb-test-ascend:{digest.hexdigest()[:12]}"
-    try:
-        client.images.get(tag)
-    except ImageNotFound:
-        client.images.build(
-            fileobj=_tar(files), custom_context=True, tag=tag, rm=True, network_mode="none"
-        )
-    return tag
+    return built_image(client, f"pcb-test-ascend:{digest.hexdigest()[:12]}", _tar(files))
 
 
 @pytest.fixture(scope="module")

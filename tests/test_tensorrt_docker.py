@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from image_helpers import built_image
 
 from pcb.cli.options import stage_option
 from pcb.errors import PcbError
@@ -88,8 +89,9 @@ def client(docker_client):
     return docker_client
 
 
-@pytest.fixture(scope="module")
-def double_image(client) -> str:
+def trtexec_double_image(client) -> str:
+    """pcb-runtime with this checkout's pcb and the trtexec double, built unless an image of
+    these very files on this base is there (its tag is their digest)."""
     from docker.errors import ImageNotFound
 
     try:
@@ -98,13 +100,12 @@ def double_image(client) -> str:
         pytest.skip(f"{RUNTIME} is not built: `invoke build --image runtime` first")
     context, digest = _context()
     tag = f"pcb-test-trtexec-double:{hashlib.sha256((digest + base_id).encode()).hexdigest()[:12]}"
-    try:
-        client.images.get(tag)
-    except ImageNotFound:
-        client.images.build(
-            fileobj=io.BytesIO(context), custom_context=True, tag=tag, rm=True, network_mode="none"
-        )
-    return tag
+    return built_image(client, tag, io.BytesIO(context))
+
+
+@pytest.fixture(scope="module")
+def double_image(client) -> str:
+    return trtexec_double_image(client)
 
 
 @pytest.fixture
